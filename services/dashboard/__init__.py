@@ -1,0 +1,1 @@
+"""bagtrack dashboard service."""

@@ -1,0 +1,1 @@
+"""bagtrack scanning service."""

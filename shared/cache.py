@@ -1,0 +1,162 @@
+"""A namespaced cache: Redis when REDIS_URL is set, an in-process store otherwise.
+
+When Redis is configured but stops answering, reads miss, writes are skipped and counters fall back
+to this process (so login limits stay strict per replica); Redis is retried after a short pause.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+log = logging.getLogger("bagtrack.cache")
+
+
+class MemoryCache:
+    """A thread-safe TTL store for one process; the embedded default and Redis's fallback."""
+
+    backend = "memory"
+
+    def __init__(self, namespace: str, max_entries: int = 50_000) -> None:
+        self.namespace = namespace
+        self._data: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._max_entries = max_entries
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            expires, value = item
+            if expires <= time.monotonic():
+                del self._data[key]
+                return None
+            return value
+
+    def set(self, key: str, value: bytes | str, ttl: float) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        with self._lock:
+            if len(self._data) >= self._max_entries:
+                self._evict_expired()
+            self._data[key] = (time.monotonic() + ttl, data)
+
+    def delete(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._data.pop(key, None)
+
+    def incr(self, key: str, ttl: float) -> tuple[int, float]:
+        """Count one more hit in a fixed window; returns (count, seconds until the window resets)."""
+        now = time.monotonic()
+        with self._lock:
+            expires, count = self._data.get(key, (0.0, 0))
+            if expires <= now:
+                expires, count = now + ttl, 0
+            count += 1
+            self._data[key] = (expires, count)
+            return count, expires - now
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def _evict_expired(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (exp, _) in self._data.items() if exp <= now]:
+            del self._data[key]
+        if len(self._data) >= self._max_entries:
+            self._data.clear()
+
+
+class RedisCache:
+    """Redis with short timeouts; a failure switches to bypass mode for `retry_after` seconds."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, namespace: str, *, timeout: float = 0.25, retry_after: float = 2.0) -> None:
+        self.namespace = namespace
+        self._prefix = f"bagtrack:{namespace}:"
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+        )
+        self._fallback = MemoryCache(namespace)
+        self._down_until = 0.0
+        self._retry_after = retry_after
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception) -> None:
+        if self.available:
+            log.warning("redis unavailable, bypassing cache for %.0fs: %s", self._retry_after, exc)
+        self._down_until = time.monotonic() + self._retry_after
+
+    def get(self, key: str) -> bytes | None:
+        if not self.available:
+            return None
+        try:
+            return self._client.get(self._prefix + key)
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+
+    def set(self, key: str, value: bytes | str, ttl: float) -> None:
+        if not self.available:
+            return
+        try:
+            self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)))
+        except redis.RedisError as exc:
+            self._failed(exc)
+
+    def delete(self, *keys: str) -> None:
+        # Invalidation must not be skipped silently while Redis is flaky: try even in bypass mode.
+        if not keys:
+            return
+        try:
+            self._client.delete(*(self._prefix + k for k in keys))
+        except redis.RedisError as exc:
+            self._failed(exc)
+
+    def incr(self, key: str, ttl: float) -> tuple[int, float]:
+        if self.available:
+            try:
+                pipe = self._client.pipeline(transaction=True)
+                pipe.incr(self._prefix + key)
+                pipe.pexpire(self._prefix + key, max(1, int(ttl * 1000)), nx=True)
+                pipe.pttl(self._prefix + key)
+                count, _, pttl = pipe.execute()
+                return int(count), max(pttl, 0) / 1000
+            except redis.RedisError as exc:
+                self._failed(exc)
+        return self._fallback.incr(key, ttl)
+
+    def ping(self) -> None:
+        self._client.ping()
+        self._down_until = 0.0
+
+    def close(self) -> None:
+        self._client.close()
+
+
+Cache = MemoryCache | RedisCache
+
+
+def create_cache(redis_url: str | None, namespace: str) -> Cache:
+    return RedisCache(redis_url, namespace) if redis_url else MemoryCache(namespace)
+
+
+def get_json(cache: Cache, key: str) -> Any | None:
+    raw = cache.get(key)
+    return None if raw is None else json.loads(raw)
+
+
+def set_json(cache: Cache, key: str, value: Any, ttl: float) -> None:
+    cache.set(key, json.dumps(value, separators=(",", ":"), default=str), ttl)

@@ -1,0 +1,136 @@
+"""One error shape everywhere: RFC 9457 problem details plus the request id."""
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.logging import request_id_var
+
+log = logging.getLogger("bagtrack.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """Raise to answer with a problem document; `slug` names the problem type (`urn:bagtrack:problem:<slug>`)."""
+
+    status: int = 400
+    slug: str = "bad-request"
+    title: str | None = None
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        slug: str | None = None,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status or self.status
+        self.slug = slug or self.slug
+        self.title = title or self.title or HTTPStatus(self.status).phrase
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class NotFound(ProblemError):
+    status, slug = 404, "not-found"
+
+
+class Conflict(ProblemError):
+    status, slug = 409, "conflict"
+
+
+class Forbidden(ProblemError):
+    status, slug = 403, "forbidden"
+
+
+class Unauthorized(ProblemError):
+    status, slug = 401, "unauthorized"
+
+    def __init__(self, detail: str = "missing or invalid access token", **kw: Any) -> None:
+        kw.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(detail, **kw)
+
+
+class ServiceUnavailable(ProblemError):
+    status, slug = 503, "service-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 2, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": str(retry_after)})
+        super().__init__(detail, **kw)
+
+
+def problem_body(status: int, detail: str, *, slug: str | None = None, title: str | None = None, **extra: Any) -> dict:
+    body = {
+        "type": f"urn:bagtrack:problem:{slug}" if slug else "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "request_id": request_id_var.get(),
+    }
+    body.update(extra)
+    return body
+
+
+def problem_response(status: int, detail: str, *, headers: dict[str, str] | None = None, **kw: Any) -> JSONResponse:
+    return JSONResponse(problem_body(status, detail, **kw), status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+_SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
+          409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type", 429: "rate-limited"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.status, exc.detail, slug=exc.slug, title=exc.title, headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return problem_response(exc.status_code, detail, slug=_SLUGS.get(exc.status_code), headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input back: it may be a password.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+        return problem_response(422, f"{where}: {first['msg']}", slug="validation-error", errors=errors)
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _pool(_: Request, exc: PoolTimeoutError) -> JSONResponse:
+        log.warning("database pool exhausted: %s", exc)
+        return problem_response(503, "database busy, retry shortly", slug="database-busy", headers={"Retry-After": "1"})
+
+    @app.exception_handler(DBAPIError)
+    async def _dbapi(_: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated or _is_connection_error(exc):
+            log.warning("database unavailable: %s", exc.orig)
+            return problem_response(503, "database unavailable", slug="database-unavailable", headers={"Retry-After": "2"})
+        log.exception("database error", exc_info=exc)
+        return problem_response(500, "internal error", slug="internal-error")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return problem_response(500, "internal error", slug="internal-error")
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    from sqlalchemy.exc import OperationalError
+
+    return isinstance(exc, OperationalError)

@@ -1,0 +1,182 @@
+"""The resilient HTTP client for calls between services: timeouts, a circuit breaker, header forwarding.
+
+Built on aiohttp, not httpx: as a forwarding client httpx's own transport measured 5-8x slower on these
+machines and degraded at 100 connections (BASELINES.md trap 1; bench/gateway_hop.py re-measures it).
+The session is created in the app lifespan (aiohttp needs a running loop) and closed on shutdown.
+"""
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Mapping
+
+import aiohttp
+
+from shared.breaker import AsyncCircuitBreaker, CircuitBreakerError
+from shared.errors import ProblemError, ServiceUnavailable
+from shared.logging import request_id_var
+from shared.metrics import BREAKER_STATE, UPSTREAM_LATENCY
+
+log = logging.getLogger("bagtrack.http")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class UpstreamUnavailable(ServiceUnavailable):
+    slug = "upstream-unavailable"
+
+
+class UpstreamTimeout(ProblemError):
+    status, slug = 504, "upstream-timeout"
+
+
+class UpstreamFailure(Exception):
+    """An upstream answered 5xx: a failure for the breaker, though the response is still passed on."""
+
+
+@dataclass
+class UpstreamResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+
+class ResilientClient:
+    """One upstream: a base URL, a connection pool, a timeout budget and a breaker shared by all callers."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        service: str,
+        timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        max_connections: int = 200,
+        fail_max: int = 5,
+        reset_timeout: float = 10.0,
+        retries: int = 1,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.service = service
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=timeout)
+        self.max_connections = max_connections
+        self.retries = retries
+        gauge = BREAKER_STATE.labels(service, name)
+        self.breaker = AsyncCircuitBreaker(
+            name, fail_max=fail_max, reset_timeout=reset_timeout,
+            on_state_change=lambda old, new: (gauge.set(0 if new == "closed" else 1),
+                                              log.warning("breaker %s: %s -> %s", name, old, new)),
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
+                                             ttl_dns_cache=300, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
+                                                  auto_decompress=False, skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Any = None,
+        data: bytes | None = None,
+        retry: bool | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Open a response whose body the caller reads; breaker and timeouts apply to getting its head.
+
+        Connection failures are retried (`retries` times) only when the call is safe to repeat: a safe
+        method, or `retry=True` for writes that carry an idempotency key.
+        """
+        if self._session is None:
+            await self.start()
+        may_retry = (method in SAFE_METHODS) if retry is None else retry
+        attempts = 1 + (self.retries if may_retry else 0)
+        url = self.base_url + path
+        outgoing = dict(headers or {})
+        request_id = request_id_var.get()
+        if request_id and "X-Request-ID" not in outgoing and "x-request-id" not in outgoing:
+            outgoing["X-Request-ID"] = request_id
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            for attempt in range(attempts):
+                try:
+                    self.breaker.before_call()
+                except CircuitBreakerError:
+                    outcome = "breaker_open"
+                    retry_after = max(1, round(self.breaker.seconds_until_retry()))
+                    raise UpstreamUnavailable(f"{self.name} is unavailable (circuit open)", retry_after=retry_after)
+                try:
+                    response = await self._session.request(method, url, headers=outgoing, params=params, data=data,
+                                                           allow_redirects=False)
+                except asyncio.TimeoutError as exc:
+                    self.breaker.record_failure(exc)
+                    outcome = "timeout"
+                    raise UpstreamTimeout(f"{self.name} did not answer in time") from exc
+                except aiohttp.ClientError as exc:
+                    self.breaker.record_failure(exc)
+                    if attempt + 1 < attempts:
+                        log.info("retrying %s %s after %s", method, url, type(exc).__name__)
+                        continue
+                    outcome = "unreachable"
+                    raise UpstreamUnavailable(f"{self.name} is unreachable") from exc
+                except asyncio.CancelledError:
+                    self.breaker.record_success()  # releases a half-open trial slot; says nothing of health
+                    raise
+                if response.status >= 500:
+                    self.breaker.record_failure(UpstreamFailure(response.status))
+                else:
+                    self.breaker.record_success()
+                outcome = str(response.status // 100) + "xx"
+                try:
+                    yield response
+                finally:
+                    response.release()
+                return
+        finally:
+            UPSTREAM_LATENCY.labels(self.service, self.name, outcome).observe(time.perf_counter() - start)
+
+    async def request(self, method: str, path: str, *, json: Any = None, **kwargs: Any) -> UpstreamResponse:
+        """Send a request and read the whole (small) response body."""
+        data = None
+        headers = dict(kwargs.pop("headers", None) or {})
+        if json is not None:
+            data = jsonlib.dumps(json).encode()
+            headers.setdefault("Content-Type", "application/json")
+        async with self.stream(method, path, headers=headers, data=data, **kwargs) as response:
+            try:
+                body = await response.read()
+            except asyncio.TimeoutError as exc:
+                raise UpstreamTimeout(f"{self.name} did not answer in time") from exc
+            except aiohttp.ClientError as exc:
+                raise UpstreamUnavailable(f"{self.name} broke the connection") from exc
+            return UpstreamResponse(response.status, dict(response.headers), body)
+
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The caller's identity and request id, to pass on to another service."""
+    out = {}
+    for name in ("authorization", "x-request-id"):
+        value = headers.get(name)
+        if value:
+            out[name] = value
+    return out

@@ -1,0 +1,83 @@
+"""Pure-ASGI request middleware: X-Request-ID, metrics by route template, one JSON access-log line."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from shared.errors import PROBLEM_JSON, problem_body
+from shared.logging import request_id_var
+from shared.metrics import IN_FLIGHT, LATENCY, REQUESTS
+
+access_log = logging.getLogger("bagtrack.access")
+error_log = logging.getLogger("bagtrack.errors")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_QUIET_PATHS = frozenset({"/health", "/metrics", "/ready"})
+
+
+def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's X-Request-ID when it is sane, else a fresh one."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _VALID_REQUEST_ID.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    def __init__(self, app, *, service: str, access_log_enabled: bool = True) -> None:
+        self.app = app
+        self.service = service
+        self.access_log_enabled = access_log_enabled
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = incoming_request_id(scope["headers"])
+        request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+        status = 500
+        started = False
+        start = time.perf_counter()
+
+        async def send_with_id(message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        gauge = IN_FLIGHT.labels(self.service)
+        gauge.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_log.exception("unhandled error")
+            if not started:
+                body = json.dumps(problem_body(500, "internal error", slug="internal-error")).encode()
+                await send_with_id({"type": "http.response.start", "status": 500,
+                                    "headers": [(b"content-type", PROBLEM_JSON.encode()),
+                                                (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            gauge.dec()
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            LATENCY.labels(self.service, method, template).observe(elapsed)
+            REQUESTS.labels(self.service, method, template, str(status)).inc()
+            if self.access_log_enabled and scope["path"] not in _QUIET_PATHS:
+                access_log.info(
+                    "%s %s %d", method, scope["path"], status,
+                    extra={"fields": {"method": method, "route": template, "status": status,
+                                      "duration_ms": round(elapsed * 1000, 2)}},
+                )

@@ -1,0 +1,93 @@
+"""Settings every service shares; each service subclasses ServiceSettings with its own env prefix."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+# Values that mean "somebody forgot to set this"; refused in production.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "changethis", "change_this", "secret", "password", "admin", "default", "xxx", "todo"}
+)
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class ServiceSettings(BaseSettings):
+    """Settings read from the environment. Service-specific ones carry the service's prefix (AUTH_...)."""
+
+    model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
+
+    service_name: ClassVar[str] = "service"
+    # Names of fields that hold secrets: in production a placeholder value is refused at start-up.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    environment: Literal["development", "test", "production"] = Field("development", validation_alias=_env("BAGTRACK_ENV"))
+    var_dir: Path = Field(Path("var"), validation_alias=_env("BAGTRACK_VAR_DIR"))
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    access_log: bool = Field(True, validation_alias=_env("ACCESS_LOG"))
+
+    # DATABASE_URL names a server (and a base database name); each service gets its own database on it,
+    # "<name>_<service>", unless <SERVICE>_DATABASE_URL names one outright. Neither set: SQLite under var/.
+    shared_database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    database_url: str | None = None
+    database_read_url: str | None = None
+    db_pool_size: int = Field(10, ge=1, le=100)
+    db_max_overflow: int = Field(5, ge=0, le=100)
+    db_pool_timeout: float = Field(2.0, gt=0, le=30)
+    db_statement_timeout_ms: int = Field(10_000, ge=0)
+
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    ready_timeout: float = Field(1.0, gt=0, le=10)
+
+    auth_url: str = Field("http://127.0.0.1:8001", validation_alias=_env("AUTH_URL"))
+    jwt_issuer: str = Field("bagtrack-auth", validation_alias=_env("JWT_ISSUER"))
+    jwt_audience: str = Field("bagtrack", validation_alias=_env("JWT_AUDIENCE"))
+    jwks_cache_seconds: float = Field(600, gt=0, validation_alias=_env("JWKS_CACHE_SECONDS"))
+    upstream_timeout: float = Field(5.0, gt=0, le=120, validation_alias=_env("UPSTREAM_TIMEOUT"))
+
+    @model_validator(mode="after")
+    def _resolve_database_url(self) -> "ServiceSettings":
+        if not self.database_url:
+            self.database_url = derive_database_url(self.shared_database_url, self.service_name, self.var_dir)
+        self.database_url = with_psycopg2_driver(self.database_url)
+        if self.database_read_url:
+            self.database_read_url = with_psycopg2_driver(self.database_read_url)
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> "ServiceSettings":
+        if self.environment != "production":
+            return self
+        for name in self.secret_fields:
+            value = getattr(self, name)
+            secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            if secret is None or str(secret).strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name} must be set to a real secret when BAGTRACK_ENV=production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return str(self.database_url).startswith("sqlite")
+
+
+def derive_database_url(shared_url: str | None, service: str, var_dir: Path) -> str:
+    """The service's own database: on the shared server if one is configured, else a SQLite file."""
+    if not shared_url:
+        return f"sqlite:///{(Path(var_dir) / f'{service}.db').as_posix()}"
+    url = make_url(with_psycopg2_driver(shared_url))
+    base = url.database or "bagtrack"
+    return url.set(database=f"{base}_{service}").render_as_string(hide_password=False)
+
+
+def with_psycopg2_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; this project runs psycopg2."""
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare):]
+    return url
