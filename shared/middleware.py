@@ -70,8 +70,8 @@ class RequestContextMiddleware:
         finally:
             gauge.dec()
             elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # Routers set scope["route"]; a non-FastAPI handler (the gateway's proxy) sets "route_template".
+            template = scope.get("route_template") or getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
             LATENCY.labels(self.service, method, template).observe(elapsed)
             REQUESTS.labels(self.service, method, template, str(status)).inc()

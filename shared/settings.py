@@ -18,8 +18,8 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
-class ServiceSettings(BaseSettings):
-    """Settings read from the environment. Service-specific ones carry the service's prefix (AUTH_...)."""
+class CommonSettings(BaseSettings):
+    """What the gateway and every service read. Process-specific settings carry a prefix (AUTH_, GATEWAY_...)."""
 
     model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
 
@@ -31,6 +31,29 @@ class ServiceSettings(BaseSettings):
     var_dir: Path = Field(Path("var"), validation_alias=_env("BAGTRACK_VAR_DIR"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     access_log: bool = Field(True, validation_alias=_env("ACCESS_LOG"))
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    ready_timeout: float = Field(1.0, gt=0, le=10)
+
+    auth_url: str = Field("http://127.0.0.1:8001", validation_alias=_env("AUTH_URL"))
+    jwt_issuer: str = Field("bagtrack-auth", validation_alias=_env("JWT_ISSUER"))
+    jwt_audience: str = Field("bagtrack", validation_alias=_env("JWT_AUDIENCE"))
+    jwks_cache_seconds: float = Field(600, gt=0, validation_alias=_env("JWKS_CACHE_SECONDS"))
+    upstream_timeout: float = Field(5.0, gt=0, le=120, validation_alias=_env("UPSTREAM_TIMEOUT"))
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self):
+        if self.environment != "production":
+            return self
+        for name in self.secret_fields:
+            value = getattr(self, name)
+            secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            if secret is None or str(secret).strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name} must be set to a real secret when BAGTRACK_ENV=production")
+        return self
+
+
+class ServiceSettings(CommonSettings):
+    """A service with its own database (and pool)."""
 
     # DATABASE_URL names a server (and a base database name); each service gets its own database on it,
     # "<name>_<service>", unless <SERVICE>_DATABASE_URL names one outright. Neither set: SQLite under var/.
@@ -42,15 +65,6 @@ class ServiceSettings(BaseSettings):
     db_pool_timeout: float = Field(2.0, gt=0, le=30)
     db_statement_timeout_ms: int = Field(10_000, ge=0)
 
-    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
-    ready_timeout: float = Field(1.0, gt=0, le=10)
-
-    auth_url: str = Field("http://127.0.0.1:8001", validation_alias=_env("AUTH_URL"))
-    jwt_issuer: str = Field("bagtrack-auth", validation_alias=_env("JWT_ISSUER"))
-    jwt_audience: str = Field("bagtrack", validation_alias=_env("JWT_AUDIENCE"))
-    jwks_cache_seconds: float = Field(600, gt=0, validation_alias=_env("JWKS_CACHE_SECONDS"))
-    upstream_timeout: float = Field(5.0, gt=0, le=120, validation_alias=_env("UPSTREAM_TIMEOUT"))
-
     @model_validator(mode="after")
     def _resolve_database_url(self) -> "ServiceSettings":
         if not self.database_url:
@@ -58,17 +72,6 @@ class ServiceSettings(BaseSettings):
         self.database_url = with_psycopg2_driver(self.database_url)
         if self.database_read_url:
             self.database_read_url = with_psycopg2_driver(self.database_read_url)
-        return self
-
-    @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> "ServiceSettings":
-        if self.environment != "production":
-            return self
-        for name in self.secret_fields:
-            value = getattr(self, name)
-            secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-            if secret is None or str(secret).strip().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError(f"{name} must be set to a real secret when BAGTRACK_ENV=production")
         return self
 
     @property
