@@ -1,0 +1,1 @@
+"""bagtrack auth service: users, roles, passwords, tokens, JWKS."""

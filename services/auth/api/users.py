@@ -1,0 +1,68 @@
+"""User administration (admin) and self-service password change."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from services.auth import repository as repo
+from services.auth import service
+from services.auth.deps import AdminUser, ContextDep, CurrentUser, SessionDep
+from services.auth.schemas import PasswordChange, Role, UserCreate, UserPublic, UserUpdate
+from shared.errors import Forbidden
+from shared.pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+UserId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+
+
+@router.get("", response_model=Page[UserPublic])
+def list_users(
+    session: SessionDep,
+    _: AdminUser,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: str | None = None,
+    role: Role | None = None,
+    dispatch_area: Annotated[str | None, Query(max_length=64)] = None,
+    is_active: bool | None = None,
+    q: Annotated[str | None, Query(max_length=32, description="text in the username")] = None,
+) -> Page[UserPublic]:
+    after = decode_cursor(cursor)
+    after_id = int(after[0]) if after and str(after[0]).isdigit() and len(str(after[0])) < 10 else None
+    users = repo.list_users(session, after_id=after_id, limit=limit + 1, role=role,
+                            area=dispatch_area.lower() if dispatch_area else None, is_active=is_active, q=q)
+    more = len(users) > limit
+    users = users[:limit]
+    return Page(items=[UserPublic.model_validate(u) for u in users],
+                next_cursor=encode_cursor(users[-1].id) if more else None)
+
+
+@router.post("", response_model=UserPublic, status_code=201)
+def create_user(body: UserCreate, session: SessionDep, ctx: ContextDep, _: AdminUser) -> UserPublic:
+    return service.create_user(session=session, ctx=ctx, user_in=body)
+
+
+@router.post("/me/password", status_code=204)
+def change_my_password(body: PasswordChange, session: SessionDep, ctx: ContextDep, principal: CurrentUser) -> Response:
+    service.change_password(session=session, ctx=ctx, principal=principal,
+                            current=body.current_password, new=body.new_password)
+    return Response(status_code=204)
+
+
+@router.get("/{user_id}", response_model=UserPublic)
+def get_user(user_id: UserId, session: SessionDep, principal: CurrentUser) -> UserPublic:
+    if not principal.is_admin and principal.user_id != user_id:
+        raise Forbidden("only admins can read other users")
+    return service.get_user(session=session, user_id=user_id)
+
+
+@router.patch("/{user_id}", response_model=UserPublic)
+def update_user(user_id: UserId, body: UserUpdate, session: SessionDep, ctx: ContextDep, actor: AdminUser) -> UserPublic:
+    return service.update_user(session=session, ctx=ctx, actor=actor, user_id=user_id, changes=body)
+
+
+@router.delete("/{user_id}", status_code=204)
+def delete_user(user_id: UserId, session: SessionDep, actor: AdminUser) -> Response:
+    service.delete_user(session=session, actor=actor, user_id=user_id)
+    return Response(status_code=204)

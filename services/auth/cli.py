@@ -1,0 +1,64 @@
+"""Auth administration from the shell.
+
+  python -m services.auth.cli create-admin --username NAME [--email E]   (password from BAGTRACK_ADMIN_PASSWORD or a prompt)
+  python -m services.auth.cli generate-key > signing-key.pem              (an Ed25519 key for AUTH_JWT_PRIVATE_KEY_FILE)
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from services.auth import service
+from services.auth.config import Settings
+from services.auth.keys import SigningKey, generate_pem
+from services.auth.passwords import Passwords
+from shared.cache import MemoryCache
+from shared.db import Database
+from shared.errors import ProblemError
+
+
+def create_admin(args: argparse.Namespace) -> int:
+    settings = Settings()
+    password = os.environ.get("BAGTRACK_ADMIN_PASSWORD") or getpass.getpass("password for the new admin: ")
+    ctx = service.AuthContext(
+        settings=settings,
+        passwords=Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                            parallelism=settings.argon2_parallelism, max_concurrent=1),
+        keys=SigningKey.load(settings), cache=MemoryCache("auth"),
+    )
+    db = Database(settings)
+    try:
+        with db.session() as session:
+            user = service.create_user(session=session, ctx=ctx, user_in=service.UserCreate(
+                username=args.username, email=args.email or f"{args.username.lower()}@bagtrack.example.com",
+                password=password, role="admin"))
+    except ProblemError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # pydantic validation of username/email
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    print(f"created admin {user.username!r} (id {user.id})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.auth.cli")
+    commands = parser.add_subparsers(dest="command", required=True)
+    admin = commands.add_parser("create-admin", help="create an admin user")
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--email")
+    commands.add_parser("generate-key", help="print a new Ed25519 signing key (PEM)")
+    args = parser.parse_args(argv)
+    if args.command == "create-admin":
+        return create_admin(args)
+    sys.stdout.write(generate_pem().decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Auth service settings (env prefix AUTH_, plus the BAGTRACK_ADMIN_* first-admin variables)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import PLACEHOLDER_SECRETS, ServiceSettings
+
+DEFAULT_AREAS = "lucknow,indore,jaipur,hisar,sri_ganganagar,sangaria,bathinda,raipur,ranchi,akola"
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTH_")
+
+    service_name = "auth"
+
+    # Ed25519 signing key (PEM). In production one of these must be given, and every auth replica
+    # must share it; in development a key is generated once under var/.
+    jwt_private_key: SecretStr | None = None
+    jwt_private_key_file: Path | None = None
+    access_token_ttl: int = Field(900, ge=60, le=3600)
+    refresh_token_ttl: int = Field(14 * 24 * 3600, ge=300)
+
+    lockout_threshold: int = Field(5, ge=1)
+    lockout_minutes: float = Field(15, gt=0)
+    login_limit_per_username: int = Field(10, ge=1)
+    login_limit_per_ip: int = Field(100, ge=1)
+    login_limit_window: float = Field(60, gt=0)
+    max_dispatchers_per_area: int = Field(10, ge=1)
+    dispatch_areas: str = Field(DEFAULT_AREAS, validation_alias=AliasChoices("DISPATCH_AREAS", "AUTH_DISPATCH_AREAS"))
+
+    # OWASP's argon2id minimum (m=19 MiB, t=2, p=1); hashing runs off the event loop, a few at a time.
+    argon2_time_cost: int = Field(2, ge=1)
+    argon2_memory_kib: int = Field(19_456, ge=8)
+    argon2_parallelism: int = Field(1, ge=1)
+    max_concurrent_hashes: int = Field(4, ge=1)
+
+    admin_username: str | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_USERNAME"))
+    admin_password: SecretStr | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_PASSWORD"))
+    admin_email: str | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_EMAIL"))
+
+    @property
+    def areas(self) -> tuple[str, ...]:
+        return tuple(a.strip().lower() for a in self.dispatch_areas.split(",") if a.strip())
+
+    @model_validator(mode="after")
+    def _production_secrets(self) -> "Settings":
+        if self.environment != "production":
+            return self
+        key = self.jwt_private_key.get_secret_value() if self.jwt_private_key else None
+        if not self.jwt_private_key_file and (not key or key.strip().lower() in PLACEHOLDER_SECRETS):
+            raise ValueError("AUTH_JWT_PRIVATE_KEY or AUTH_JWT_PRIVATE_KEY_FILE must be set when BAGTRACK_ENV=production")
+        if self.admin_password is not None and self.admin_password.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("BAGTRACK_ADMIN_PASSWORD is a placeholder; set a real password")
+        return self

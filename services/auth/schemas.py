@@ -1,0 +1,68 @@
+"""Request and response shapes of the auth service (the names are the public contract)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from shared.timeutil import UtcDateTime
+
+Role = Literal["admin", "biller", "dispatcher"]
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+
+class StrictBody(BaseModel):
+    """Unknown fields are a 422, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class LoginIn(StrictBody):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshIn(StrictBody):
+    refresh_token: str = Field(min_length=10, max_length=256)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class UserCreate(StrictBody):
+    username: str = Field(min_length=3, max_length=32, pattern=USERNAME_PATTERN)
+    email: EmailStr = Field(max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+    role: Role
+    dispatch_area: str | None = Field(None, max_length=64)
+
+
+class UserUpdate(StrictBody):
+    role: Role | None = None
+    dispatch_area: str | None = Field(None, max_length=64)
+    is_active: bool | None = None
+    email: EmailStr | None = Field(None, max_length=254)
+    unlock: bool = False
+
+
+class PasswordChange(StrictBody):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=1, max_length=256)
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    email: str
+    role: Role
+    dispatch_area: str | None
+    is_active: bool
+    created_at: UtcDateTime
+    locked_until: UtcDateTime | None = None
+    last_login_at: UtcDateTime | None = None
