@@ -82,6 +82,11 @@ class AsyncCircuitBreaker:
             except BaseException:  # pybreaker signals "just opened" by raising; the caller raises its own.
                 pass
 
+    def record_cancelled(self) -> None:
+        """The caller gave up: free a half-open trial slot and record nothing about the upstream."""
+        with self._lock:
+            self._trial_in_flight = False
+
     async def call(self, func: Callable[..., Awaitable[T]], *args, **kwargs) -> T:
         """Await func(*args) under the breaker: any exception it raises counts as a failure."""
         async with self.guard():
@@ -94,8 +99,7 @@ class AsyncCircuitBreaker:
             yield
         except asyncio.CancelledError:
             # The caller went away; that says nothing about the upstream's health.
-            with self._lock:
-                self._trial_in_flight = False
+            self.record_cancelled()
             raise
         except BaseException as exc:
             self.record_failure(exc)

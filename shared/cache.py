@@ -61,6 +61,10 @@ class MemoryCache:
             self._data[key] = (expires, count)
             return count, expires - now
 
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
     def ping(self) -> None:
         return None
 
@@ -137,6 +141,13 @@ class RedisCache:
             except redis.RedisError as exc:
                 self._failed(exc)
         return self._fallback.incr(key, ttl)
+
+    def clear(self) -> None:
+        """Drop every key of this namespace (and the local fallback counters)."""
+        self._fallback.clear()
+        keys = list(self._client.scan_iter(match=self._prefix + "*", count=1000))
+        if keys:
+            self._client.delete(*keys)
 
     def ping(self) -> None:
         self._client.ping()

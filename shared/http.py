@@ -140,7 +140,9 @@ class ResilientClient:
                     outcome = "unreachable"
                     raise UpstreamUnavailable(f"{self.name} is unreachable") from exc
                 except asyncio.CancelledError:
-                    self.breaker.record_success()  # releases a half-open trial slot; says nothing of health
+                    # Says nothing of the upstream's health: a success here would reset the failure count
+                    # and close a half-open breaker on a call that never finished.
+                    self.breaker.record_cancelled()
                     raise
                 if response.status >= 500:
                     self.breaker.record_failure(UpstreamFailure(response.status))

@@ -45,5 +45,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per outgoing call is noise
     # Our middleware writes the access log (with request id and route); uvicorn's would repeat it.
     logging.getLogger("uvicorn.access").disabled = True

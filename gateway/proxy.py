@@ -1,0 +1,209 @@
+"""The /api/v1 hot path as raw ASGI: resolve the route, check the token, cap the body, stream the upstream's answer.
+
+It bypasses FastAPI routing on purpose: a FastAPI route costs ~3x a raw ASGI handler (BASELINES.md), and
+the gateway hop should cost as little as the measured baseline allows.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from urllib.parse import quote
+
+import aiohttp
+
+from gateway.auth import EdgeAuth
+from gateway.routes import API_PREFIX, resolve
+from shared.errors import PROBLEM_JSON, ProblemError, problem_body
+from shared.http import ResilientClient
+from shared.logging import request_id_var
+
+log = logging.getLogger("bagtrack.gateway")
+
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+                        b"trailer", b"trailers", b"transfer-encoding", b"upgrade"})
+# Request headers that describe only the client->gateway hop, or that the gateway writes itself.
+_REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-request-id", b"x-forwarded-for",
+                              b"x-forwarded-proto"}
+# Response headers the gateway's own server (or middleware) writes: passing them on would duplicate them.
+_RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id", b"date", b"server"}
+_PREFIX_LEN = len(API_PREFIX)
+_RAW_PREFIX = API_PREFIX.encode() + b"/"
+_CLOSE = {"Connection": "close"}
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the configured limit."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class Proxy:
+    """Forwards /api/v1/<area>/… to the owning upstream; clients and auth are attached by the app lifespan."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.clients: dict[str, ResilientClient] | None = None
+        self.auth: EdgeAuth | None = None
+
+    def attach(self, clients: dict[str, ResilientClient], auth: EdgeAuth) -> None:
+        self.clients, self.auth = clients, auth
+
+    def detach(self) -> None:
+        self.clients = self.auth = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope["path"][_PREFIX_LEN:]
+        method = scope["method"]
+        route = resolve(method, path)
+        if route is None:
+            return await send_problem(send, 404, f"no API area serves {scope['path']}", slug="not-found")
+        scope["route_template"] = route.template
+        clients, auth = self.clients, self.auth
+        if clients is None or auth is None:
+            return await send_problem(send, 503, "gateway is starting", slug="service-unavailable",
+                                      headers={"Retry-After": "1"})
+
+        # One pass over the headers: pick out what the gateway acts on, keep the rest for the upstream.
+        forward: dict[str, str] = {}
+        content_length = forwarded_for = connection = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name in _REQUEST_DROP:
+                if name == b"content-length":
+                    content_length = value
+                elif name == b"transfer-encoding":
+                    chunked = True
+                elif name == b"x-forwarded-for":
+                    forwarded_for = value.decode("latin-1")
+                elif name == b"connection":
+                    connection = value
+                continue
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            seen = forward.get(key)
+            # A repeated header is one comma-separated list (RFC 9110 5.3); cookies join with "; ".
+            forward[key] = text if seen is None else seen + ("; " if key == "cookie" else ", ") + text
+        if connection:
+            for token in connection.decode("latin-1").split(","):
+                forward.pop(token.strip().lower(), None)
+
+        if not route.public:
+            try:
+                await auth.authenticate(forward.get("authorization"))
+            except ProblemError as exc:
+                return await send_problem(send, exc.status, exc.detail, slug=exc.slug, headers=exc.headers)
+
+        body = None
+        if content_length is not None:
+            try:
+                declared = int(content_length)
+            except ValueError:
+                return await send_problem(send, 400, "invalid Content-Length", slug="bad-request", headers=_CLOSE)
+            if declared > self.max_body_bytes:
+                return await self._too_large(send)
+        if chunked or (content_length is not None and content_length != b"0"):
+            try:
+                body = await read_body(receive, self.max_body_bytes)
+            except BodyTooLarge:
+                return await self._too_large(send)
+            except ClientGone:
+                return
+
+        forward["x-request-id"] = scope.get("state", {}).get("request_id") or request_id_var.get() or ""
+        client_addr = scope.get("client")
+        if client_addr:
+            peer = client_addr[0]
+            if not forwarded_for:
+                forwarded_for = peer
+            # uvicorn's proxy-headers support may already have taken the client from the last entry.
+            elif forwarded_for.rpartition(",")[2].strip() != peer:
+                forwarded_for = f"{forwarded_for}, {peer}"
+        if forwarded_for:
+            forward["x-forwarded-for"] = forwarded_for
+        forward["x-forwarded-proto"] = scope.get("scheme", "http")
+        # aiohttp would otherwise ask for gzip, and with auto-decompress off the client would get bytes it never asked for.
+        forward.setdefault("accept-encoding", "identity")
+
+        raw_path = scope.get("raw_path")
+        target = raw_path[_PREFIX_LEN:].decode("latin-1") if raw_path and raw_path.startswith(_RAW_PREFIX) \
+            else quote(path)
+        if scope["query_string"]:
+            target = f"{target}?{scope['query_string'].decode('latin-1')}"
+        # A write that carries an idempotency key may be retried safely when the connection fails.
+        retry = True if "idempotency-key" in forward else None
+        try:
+            async with clients[route.upstream].stream(method, target, headers=forward, data=body,
+                                                      retry=retry) as upstream:
+                await relay(upstream, receive, send, route.upstream)
+        except ProblemError as exc:
+            await send_problem(send, exc.status, exc.detail, slug=exc.slug, headers=exc.headers)
+
+    async def _too_large(self, send) -> None:
+        # Close the connection: the unread rest of the body must not be parsed as the next request.
+        await send_problem(send, 413, f"request body exceeds {self.max_body_bytes} bytes",
+                           slug="payload-too-large", headers=_CLOSE)
+
+
+async def read_body(receive, limit: int) -> bytes:
+    """The whole request body, refused as soon as it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def relay(upstream: aiohttp.ClientResponse, receive, send, name: str) -> None:
+    """Send the upstream's status, end-to-end headers and body to the client, chunk by chunk as it arrives."""
+    headers = [(k, v) for k, v in upstream.raw_headers if k.lower() not in _RESPONSE_DROP]
+    await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
+    content = upstream.content
+    watcher = None
+    try:
+        chunk = await content.readany()
+        while chunk:
+            if content.at_eof():  # the common small response: one body message, no watcher
+                await send({"type": "http.response.body", "body": chunk})
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if watcher is None:
+                # A long stream (a CSV export) stops when its client leaves; uvicorn's send() would not tell us.
+                watcher = asyncio.ensure_future(_disconnected(receive))
+            elif watcher.done():
+                return
+            chunk = await content.readany()
+        await send({"type": "http.response.body", "body": b""})
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        # Headers are gone already: leave the response incomplete so the client sees a broken body,
+        # never a silently truncated one that looks whole.
+        log.warning("upstream %s broke off its response: %s", name, type(exc).__name__)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _disconnected(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def send_problem(send, status: int, detail: str, *, slug: str, headers: dict[str, str] | None = None) -> None:
+    """Answer with an RFC 9457 problem document (with the request id) from raw ASGI."""
+    body = json.dumps(problem_body(status, detail, slug=slug)).encode()
+    raw = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

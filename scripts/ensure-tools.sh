@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install the Debian tools the tests and benchmarks drive (nginx, wrk) when they are missing.
+set -euo pipefail
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "ensure-tools: missing ${missing[*]} and cannot apt-get install them here; tests needing them will skip" >&2
+  exit 0
+fi
+echo "ensure-tools: installing ${missing[*]}"
+apt-get update -qq >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

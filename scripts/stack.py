@@ -1,0 +1,95 @@
+"""The whole system as local processes on loopback: migrations, then four services and the gateway.
+
+Used by `make run`, the end-to-end tests and the benchmarks, so all three run the same topology.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("auth", "scanning", "billing", "dashboard")
+
+
+@dataclass
+class Stack:
+    """Processes of one running system. `ports` maps auth/scanning/billing/dashboard/gateway to ports."""
+
+    ports: dict[str, int]
+    env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path = ROOT / "var" / "log"
+    host: str = "127.0.0.1"
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def url(self, name: str = "gateway") -> str:
+        return f"http://{self.host}:{self.ports[name]}"
+
+    def process_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        env.setdefault("PYTHONPATH", str(ROOT))
+        for name in SERVICES:
+            env[f"{name.upper()}_URL"] = self.url(name)
+        return env
+
+    def migrate(self) -> None:
+        subprocess.run([sys.executable, "-m", "shared.migrate", *SERVICES], cwd=ROOT, env=self.process_env(),
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = self.process_env()
+        for name in (*SERVICES, "gateway"):
+            target = "gateway.app:create_app" if name == "gateway" else f"services.{name}.app:create_app"
+            log = open(self.log_dir / f"{name}.log", "ab")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", target, "--host", self.host,
+                 "--port", str(self.ports[name]), "--loop", "uvloop", "--http", "httptools",
+                 "--no-access-log", "--timeout-graceful-shutdown", "5"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until every process answers /ready, or raise naming the one that did not."""
+        deadline = time.monotonic() + timeout
+        pending = dict(self.procs)
+        while pending:
+            for name, proc in list(pending.items()):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
+                try:
+                    if httpx.get(self.url(name) + "/ready", timeout=1).status_code == 200:
+                        del pending[name]
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {timeout}s: {', '.join(pending)}; see {self.log_dir}")
+            time.sleep(0.1)
+
+    def dead(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def default_ports() -> dict[str, int]:
+    base = int(os.environ.get("BAGTRACK_SERVICES_PORT_BASE", "8000"))
+    ports = {name: base + i for i, name in enumerate(SERVICES, start=1)}
+    ports["gateway"] = int(os.environ.get("BAGTRACK_PORT", "8080"))
+    return ports

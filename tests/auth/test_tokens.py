@@ -1,0 +1,116 @@
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.auth.conftest import ADMIN
+
+
+def _claims(api, **overrides):
+    token = api.token(*ADMIN)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    claims.update(overrides)
+    return claims
+
+
+def _sign(api, claims, key=None, kid=None):
+    keys = api.app.state.auth.keys
+    return jwt.encode(claims, key or keys.private_key, algorithm="EdDSA", headers={"kid": kid or keys.kid})
+
+
+def test_refresh_rotates_the_pair(api):
+    first = api.login(*ADMIN).json()
+    second = api.client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    assert second.json()["refresh_token"] != first["refresh_token"]
+    me = api.client.get("/auth/me", headers=api.as_(second.json()["access_token"]))
+    assert me.json()["username"] == ADMIN[0]
+
+
+def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(api):
+    first = api.login(*ADMIN).json()
+    second = api.client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]}).json()
+    reuse = api.client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reuse.status_code == 401 and "reuse" in reuse.json()["detail"]
+    # The thief's replay also kills the legitimate holder's newer token: the family is gone.
+    assert api.client.post("/auth/refresh", json={"refresh_token": second["refresh_token"]}).status_code == 401
+
+
+def test_other_logins_survive_a_family_revocation(api):
+    a = api.login(*ADMIN).json()
+    b = api.login(*ADMIN).json()
+    api.client.post("/auth/refresh", json={"refresh_token": a["refresh_token"]})
+    api.client.post("/auth/refresh", json={"refresh_token": a["refresh_token"]})  # reuse: revokes a's family
+    assert api.client.post("/auth/refresh", json={"refresh_token": b["refresh_token"]}).status_code == 200
+
+
+def test_logout_revokes_the_refresh_token(api):
+    pair = api.login(*ADMIN).json()
+    out = api.client.post("/auth/logout", json={"refresh_token": pair["refresh_token"]}, headers=api.as_(pair["access_token"]))
+    assert out.status_code == 204
+    assert api.client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}).status_code == 401
+
+
+@pytest.mark.parametrize("bad", ["garbage", "a" * 43 + ".secret", "nodot-but-long-enough", "x.y" * 3])
+def test_unknown_refresh_tokens_are_401(api, bad):
+    assert api.client.post("/auth/refresh", json={"refresh_token": bad}).status_code in (401, 422)
+
+
+def test_refresh_reflects_a_role_change(api):
+    user = api.create_user("bill1")
+    pair = api.login("bill1").json()
+    api.client.patch(f"/users/{user['id']}", json={"role": "dispatcher", "dispatch_area": "akola"}, headers=api.admin())
+    new = api.client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}).json()
+    claims = jwt.decode(new["access_token"], options={"verify_signature": False})
+    assert claims["role"] == "dispatcher" and claims["area"] == "akola"
+
+
+def test_jwks_publishes_the_verifying_key(api):
+    keys = api.client.get("/auth/jwks").json()["keys"]
+    token = api.token(*ADMIN)
+    kid = jwt.get_unverified_header(token)["kid"]
+    jwk = next(k for k in keys if k["kid"] == kid)
+    assert jwk["alg"] == "EdDSA" and "d" not in jwk  # public half only
+    key = jwt.PyJWK(jwk).key
+    assert jwt.decode(token, key, algorithms=["EdDSA"], audience="bagtrack")["username"] == ADMIN[0]
+
+
+def test_missing_token_is_401(api):
+    response = api.client.get("/auth/me")
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_expired_token_is_401(api):
+    now = int(time.time())
+    token = _sign(api, _claims(api, iat=now - 3600, exp=now - 60))
+    response = api.client.get("/auth/me", headers=api.as_(token))
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+
+
+def test_tampered_token_is_401(api):
+    token = api.token(*ADMIN)
+    head, payload, sig = token.split(".")
+    forged = _claims(api, role="admin", username="mallory")
+    forged_payload = jwt.utils.base64url_encode(jwt.api_jws.json.dumps(forged).encode()).decode()
+    assert api.client.get("/auth/me", headers=api.as_(f"{head}.{forged_payload}.{sig}")).status_code == 401
+
+
+def test_alg_none_token_is_401(api):
+    token = jwt.encode(_claims(api), None, algorithm="none")
+    assert api.client.get("/auth/me", headers=api.as_(token)).status_code == 401
+
+
+def test_token_signed_by_another_key_is_401(api):
+    token = _sign(api, _claims(api), key=Ed25519PrivateKey.generate())
+    assert api.client.get("/auth/me", headers=api.as_(token)).status_code == 401
+
+
+@pytest.mark.parametrize("claim,value", [("aud", "someone-else"), ("iss", "evil"), ("typ", "refresh")])
+def test_wrong_audience_issuer_or_type_is_401(api, claim, value):
+    token = _sign(api, _claims(api, **{claim: value}))
+    assert api.client.get("/auth/me", headers=api.as_(token)).status_code == 401
+
+
+def test_non_bearer_authorization_is_401(api):
+    assert api.client.get("/auth/me", headers={"Authorization": "Basic YWRtaW46eA=="}).status_code == 401
