@@ -1,0 +1,286 @@
+"""Offline validation of deploy/: compose spec, Kubernetes schemas, kustomize, nginx -t, Prometheus, and
+the PostgreSQL connection budget (BASELINES trap 5) recomputed from the manifests. No network needed."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+COMPOSE = DEPLOY / "docker-compose.yml"
+NGINX_CONF = DEPLOY / "nginx" / "nginx.conf"
+K8S_VERSION = "1.32.0"  # kubernetes-validate ships its schemas
+BUDGET = 80  # of PostgreSQL's default max_connections = 100
+PORTS = {"auth": 8001, "scanning": 8002, "billing": 8003, "dashboard": 8004, "gateway": 8080}
+DB_SERVICES = ("auth", "scanning", "billing", "dashboard")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def load_all(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def k8s_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def k8s_objects() -> list[dict]:
+    return [doc for path in k8s_files() for doc in load_all(path)]
+
+
+def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+
+
+def documented_total(path: Path) -> int:
+    match = re.search(r"^#\s+total\s+(\d+)", path.read_text(), re.M)
+    assert match, f"{path.name}: the connection-budget comment lost its 'total N' line"
+    return int(match.group(1))
+
+
+# --- docker compose ---------------------------------------------------------------------------------
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_matches_compose_spec():
+    result = run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_topology():
+    services = compose()["services"]
+    for name, port in PORTS.items():
+        svc = services[name]
+        assert f"127.0.0.1:{port}/health" in " ".join(svc["healthcheck"]["test"]), name
+        assert svc["deploy"]["replicas"] >= (2 if name in ("gateway", "scanning") else 1), name
+        assert "ports" not in svc, f"{name} must only be reachable through nginx"
+        assert svc["command"][:3] == ["uvicorn", "--factory", f"{'gateway' if name == 'gateway' else 'services.' + name}.app:create_app"]
+    for name in DB_SERVICES:
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
+    assert services["migrate"]["command"] == ["python", "-m", "shared.migrate", *DB_SERVICES]
+    assert services["postgres"]["healthcheck"]["test"]
+    assert services["nginx"]["ports"] == ["${BAGTRACK_HTTP_PORT:-8080}:8080"]
+    assert "/nginx-health" in " ".join(services["nginx"]["healthcheck"]["test"])
+
+
+def test_compose_has_no_literal_secrets():
+    """Passwords come from ${VAR:?message} interpolation (deploy/.env), the JWT key from a compose secret."""
+    for name, svc in compose()["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            if "PASSWORD" in key:
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", str(value)), f"{name}.{key} must be ${{VAR:?message}}"
+            if key == "DATABASE_URL":
+                assert re.search(r"://postgres:\$\{POSTGRES_PASSWORD:\?[^}]+\}@", value), f"{name}.{key}"
+    auth = compose()["services"]["auth"]
+    assert auth["secrets"] == ["jwt_private_key"]
+    assert auth["environment"]["AUTH_JWT_PRIVATE_KEY_FILE"] == "/run/secrets/jwt_private_key"
+    assert not re.search(r"PASSWORD\w*:\s*[\"']?(?!\$\{)\w", COMPOSE.read_text()), "a literal password in compose"
+
+
+def test_compose_connection_budget():
+    data = compose()
+    command = data["services"]["postgres"]["command"]
+    max_connections = int(next(a.split("=", 1)[1] for a in command if a.startswith("max_connections=")))
+    total = 0
+    for name in DB_SERVICES:
+        svc = data["services"][name]
+        env = svc["environment"]
+        prefix = name.upper()
+        assert f"{prefix}_DB_POOL_SIZE" in env and f"{prefix}_DB_MAX_OVERFLOW" in env, f"{name}: pool not sized"
+        total += svc["deploy"]["replicas"] * (int(env[f"{prefix}_DB_POOL_SIZE"]) + int(env[f"{prefix}_DB_MAX_OVERFLOW"]))
+    assert total <= BUDGET <= 0.8 * max_connections, f"compose opens up to {total} connections"
+    assert documented_total(COMPOSE) == total, "update the budget comment in docker-compose.yml"
+
+
+# --- Kubernetes -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", k8s_files(), ids=lambda p: p.name)
+def test_k8s_manifest_validates(path: Path):
+    docs = load_all(path)
+    assert docs, f"{path.name} is empty"
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{path.name} {doc['kind']}/{doc['metadata']['name']}: {exc}")
+
+
+def test_k8s_kustomization_lists_every_manifest():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in k8s_files())
+    for generator in kustomization.get("configMapGenerator", []):
+        for file in generator["files"]:
+            assert (K8S / file).is_file(), file
+
+
+def test_kustomize_build_validates():
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("kubectl not installed: `kubectl kustomize deploy/k8s` not checked (apt-get install kubectl)")
+    result = run([kubectl, "kustomize", str(K8S)])
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"kustomize output {doc['kind']}/{doc['metadata']['name']}: {exc}")
+        assert doc["kind"] == "Namespace" or doc["metadata"]["namespace"] == "bagtrack", doc["metadata"]["name"]
+    generated = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        for volume in deployment["spec"]["template"]["spec"]["volumes"]:
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in generated, volume
+
+
+def test_k8s_workloads():
+    objects = k8s_objects()
+    deployments = by_kind(objects, "Deployment")
+    assert set(deployments) == set(PORTS)
+    assert set(by_kind(objects, "Service")) == set(PORTS)
+    assert set(by_kind(objects, "PodDisruptionBudget")) == set(PORTS)
+    assert {h["spec"]["scaleTargetRef"]["name"] for h in by_kind(objects, "HorizontalPodAutoscaler").values()} >= {"gateway", "scanning"}
+    assert not by_kind(objects, "Secret"), "Secrets are created by hand (deploy/README.md), never committed"
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        container = pod["containers"][0]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health", name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/ready", name
+        assert container["ports"][0]["containerPort"] == PORTS[name], name
+        assert f"--port" in container["command"] and str(PORTS[name]) in container["command"], name
+        limit = container["resources"]["limits"]["memory"]
+        assert re.fullmatch(r"\d+Mi", limit) and 150 <= int(limit[:-2]) <= 256, f"{name}: memory limit {limit}"
+        if name in DB_SERVICES:
+            init = pod["initContainers"][0]
+            assert init["command"][-2:] == ["/opt/bagtrack/wait_for_migrations.py", name], name
+    job = by_kind(objects, "Job")["bagtrack-migrate"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "shared.migrate", *DB_SERVICES]
+    ingress = by_kind(objects, "Ingress")["gateway"]
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "gateway"
+    secrets = set(re.findall(r"(?:secretName|name):\s*(bagtrack-[\w-]+)", "".join(p.read_text() for p in k8s_files())))
+    assert {"bagtrack-secrets", "bagtrack-auth-jwt"} <= secrets
+
+
+def _surge(deployment: dict, replicas: int) -> int:
+    strategy = deployment["spec"].get("strategy", {})
+    if strategy.get("type") == "Recreate":
+        return 0
+    surge = strategy.get("rollingUpdate", {}).get("maxSurge", "25%")
+    return math.ceil(replicas * int(surge[:-1]) / 100) if isinstance(surge, str) else int(surge)
+
+
+def test_k8s_connection_budget():
+    """Worst case: every service at its maximum replicas plus the pods a rolling update surges."""
+    objects = k8s_objects()
+    configmaps = by_kind(objects, "ConfigMap")
+    hpa_max = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["maxReplicas"] for h in by_kind(objects, "HorizontalPodAutoscaler").values()}
+    total = 0
+    for name in DB_SERVICES:
+        deployment = by_kind(objects, "Deployment")[name]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            env.update(configmaps[source["configMapRef"]["name"]]["data"])
+        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})  # env wins
+        prefix = name.upper()
+        assert f"{prefix}_DB_POOL_SIZE" in env and f"{prefix}_DB_MAX_OVERFLOW" in env, f"{name}: pool not sized"
+        if name in hpa_max:
+            assert "replicas" not in deployment["spec"], f"{name}: replicas belong to its HPA"
+        replicas = hpa_max.get(name, deployment["spec"].get("replicas", 1))
+        total += (replicas + _surge(deployment, replicas)) * (int(env[f"{prefix}_DB_POOL_SIZE"]) + int(env[f"{prefix}_DB_MAX_OVERFLOW"]))
+    assert total <= BUDGET, f"Kubernetes can open up to {total} PostgreSQL connections (> {BUDGET})"
+    assert documented_total(K8S / "configmap.yaml") == total, "update the budget comment in k8s/configmap.yaml"
+
+
+def test_wait_for_migrations_script(tmp_path: Path):
+    """The init containers' check: waits while the database is behind, exits 0 once it is at head."""
+    env = {k: v for k, v in os.environ.items() if "DATABASE_" not in k}
+    env.update(BAGTRACK_ENV="development", BAGTRACK_VAR_DIR=str(tmp_path), BAGTRACK_APP_DIR=str(ROOT),
+               WAIT_INTERVAL_SECONDS="0.2")
+    script = [sys.executable, str(K8S / "wait_for_migrations.py"), "scanning"]
+    with pytest.raises(subprocess.TimeoutExpired) as waiting:
+        subprocess.run(script, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=3)
+    assert b"waiting for" in (waiting.value.stdout or b""), waiting.value.stderr
+    migrated = run([sys.executable, "-m", "shared.migrate", "scanning"], env=env, cwd=ROOT)
+    assert migrated.returncode == 0, migrated.stderr
+    done = subprocess.run(script, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "at head" in done.stdout, done.stdout + done.stderr
+
+
+# --- nginx ------------------------------------------------------------------------------------------
+
+def test_nginx_config(tmp_path: Path):
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None)
+    if not nginx:
+        message = "nginx not installed: deploy/nginx/nginx.conf not checked with `nginx -t` (apt-get install nginx)"
+        if IN_CI:
+            pytest.fail(message + "; CI=true requires it")
+        pytest.skip(message)
+    text = NGINX_CONF.read_text()
+    # Compose service names do not resolve here; nginx -t resolves upstream hosts, so point them at 127.0.0.1.
+    local, count = re.subn(r"(\bserver\s+)[A-Za-z][\w.-]*(:\d+)", r"\g<1>127.0.0.1\2", text)
+    assert count >= 1, "no upstream server found to rewrite"
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(local)
+    result = run([nginx, "-t", "-q", "-e", "stderr", "-p", str(tmp_path), "-c", str(conf)])
+    assert result.returncode == 0, result.stderr
+
+
+def test_nginx_edge_settings():
+    text = NGINX_CONF.read_text()
+    for needle in ("proxy_http_version 1.1;", 'proxy_set_header Connection "";', "client_max_body_size 1m;",
+                   "proxy_set_header X-Request-ID $bagtrack_request_id;", "default                     $request_id;",
+                   "proxy_set_header X-Forwarded-For", "location = /nginx-health", "proxy_pass http://gateway;"):
+        assert needle in text, needle
+    upstream = re.search(r"upstream gateway \{(.*?)\}", text, re.S).group(1)
+    assert re.search(r"^\s*keepalive \d+;", upstream, re.M)
+    # nginx must close idle upstream connections before the gateway does (else: spurious 502s).
+    nginx_idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
+    gateway_cmd = compose()["services"]["gateway"]["command"]
+    gateway_idle = int(gateway_cmd[gateway_cmd.index("--timeout-keep-alive") + 1])
+    assert nginx_idle < gateway_idle
+
+
+# --- Prometheus and the image -----------------------------------------------------------------------
+
+def test_prometheus_scrapes_every_process():
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    targets = {(sd["names"][0], sd["port"]) for job in config["scrape_configs"] for sd in job["dns_sd_configs"]}
+    assert targets == set(PORTS.items())
+    rules = (DEPLOY / "prometheus-alerts.yml").read_text()
+    for metric in ("bagtrack_http_requests_total", "bagtrack_circuit_breaker_open", "bagtrack_http_request_duration_seconds_bucket"):
+        assert metric in rules, metric
+    for rule_file in config["rule_files"]:
+        assert (DEPLOY / rule_file).is_file(), rule_file
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool not installed: Prometheus files only parsed, not checked (apt-get install prometheus)")
+    result = run([promtool, "check", "config", str(DEPLOY / "prometheus.yml")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile():
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    user = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert user and user[-1].split(":")[0] not in ("0", "root"), "the image must run as non-root"
+    assert "pip install --no-compile -r requirements.txt" in text
+    for folder in ("shared", "services", "gateway"):
+        assert f"COPY {folder}/ {folder}/" in text, folder

@@ -1,0 +1,134 @@
+"""The foundation issue's acceptance steps, through the gateway only, as a new user and an SRE would."""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from services.auth.keys import SigningKey
+from tests.e2e.conftest import ADMIN
+
+pytestmark = pytest.mark.e2e
+PASSWORD = "Sh1ft!work"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(gw, username, password=PASSWORD) -> httpx.Response:
+    return gw.post("/auth/login", json={"username": username, "password": password})
+
+
+def new_name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def admin_token(stack):
+    with httpx.Client(base_url=stack.url() + "/api/v1") as client:
+        response = login(client, *ADMIN)
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def create(gw, admin_token, role, area=None) -> dict:
+    name = new_name(role[:4])
+    body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD, "role": role}
+    if area:
+        body["dispatch_area"] = area
+    response = gw.post("/users", json=body, headers=bearer(admin_token))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_admin_creates_a_dispatcher_and_a_biller_who_each_see_themselves(gw, admin_token):
+    for role, area in (("dispatcher", "indore"), ("biller", None)):
+        user = create(gw, admin_token, role, area)
+        token = login(gw, user["username"]).json()["access_token"]
+        me = gw.get("/auth/me", headers=bearer(token))
+        assert me.status_code == 200
+        assert (me.json()["username"], me.json()["role"], me.json()["dispatch_area"]) == (user["username"], role, area)
+
+
+def test_dispatcher_creating_users_is_403(gw, admin_token):
+    user = create(gw, admin_token, "dispatcher", "ranchi")
+    token = login(gw, user["username"]).json()["access_token"]
+    body = {"username": new_name("x"), "email": "x@example.com", "password": PASSWORD, "role": "biller"}
+    response = gw.post("/users", json=body, headers=bearer(token))
+    assert response.status_code == 403
+    assert response.json()["status"] == 403 and response.json()["request_id"]
+
+
+def _claims(token: str, **changes) -> dict:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    claims.update(changes)
+    return claims
+
+
+def test_missing_expired_tampered_alg_none_and_wrong_audience_tokens_are_401(gw, stack, admin_token):
+    key = SigningKey.from_pem((Path(stack.env["BAGTRACK_VAR_DIR"]) / "auth-signing-key.pem").read_bytes())
+    now = int(time.time())
+    expired = jwt.encode(_claims(admin_token, iat=now - 7200, exp=now - 3600), key.private_key,
+                         algorithm="EdDSA", headers={"kid": key.kid})
+    wrong_aud = jwt.encode(_claims(admin_token, aud="elsewhere"), key.private_key, algorithm="EdDSA",
+                           headers={"kid": key.kid})
+    head, payload, sig = admin_token.split(".")
+    tampered = f"{head}.{payload[:-4]}AAAA.{sig}"
+    alg_none = jwt.encode(_claims(admin_token), None, algorithm="none")
+    cases = {"missing": {}, "expired": bearer(expired), "tampered": bearer(tampered),
+             "alg_none": bearer(alg_none), "wrong_aud": bearer(wrong_aud), "garbage": bearer("not.a.jwt")}
+    for name, headers in cases.items():
+        for path in ("/auth/me", "/users", "/bags", "/bills", "/dashboard/stats"):
+            response = gw.get(path, headers=headers)
+            assert response.status_code == 401, (name, path, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_sixth_login_after_five_bad_passwords_is_refused_even_with_the_right_one(gw, admin_token):
+    user = create(gw, admin_token, "biller")
+    for _ in range(5):
+        assert login(gw, user["username"], "Wr0ng!pass").status_code == 401
+    assert login(gw, user["username"]).status_code == 423
+
+
+def test_refresh_rotation_and_reuse_detection(gw, admin_token):
+    user = create(gw, admin_token, "biller")
+    first = login(gw, user["username"]).json()
+    second = gw.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    assert gw.get("/auth/me", headers=bearer(second.json()["access_token"])).status_code == 200
+    reuse = gw.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reuse.status_code == 401
+    assert gw.post("/auth/refresh", json={"refresh_token": second.json()["refresh_token"]}).status_code == 401
+
+
+def test_logout_through_the_gateway_revokes_the_refresh_token(gw, admin_token):
+    user = create(gw, admin_token, "biller")
+    pair = login(gw, user["username"]).json()
+    out = gw.post("/auth/logout", json={"refresh_token": pair["refresh_token"]}, headers=bearer(pair["access_token"]))
+    assert out.status_code == 204
+    assert gw.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}).status_code == 401
+
+
+def test_request_id_is_echoed_and_generated(gw, admin_token):
+    mine = gw.get("/auth/me", headers={**bearer(admin_token), "X-Request-ID": "shift-42-scan-7"})
+    assert mine.headers["x-request-id"] == "shift-42-scan-7"
+    assert len(gw.get("/auth/me", headers=bearer(admin_token)).headers["x-request-id"]) >= 16
+
+
+def test_gateway_and_every_service_answer_health_ready_and_metrics(stack):
+    for name in ("gateway", "auth", "scanning", "billing", "dashboard"):
+        base = stack.url(name)
+        assert httpx.get(base + "/health").json() == {"status": "ok"}
+        assert httpx.get(base + "/ready").status_code == 200
+        assert "bagtrack_http_requests_total" in httpx.get(base + "/metrics").text
+
+
+def test_oversized_body_is_413(gw):
+    response = gw.post("/auth/login", content=b"x" * (1024 * 1024 + 1), headers={"content-type": "application/json"})
+    assert response.status_code == 413
