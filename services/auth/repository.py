@@ -32,10 +32,13 @@ def email_taken(session: Session, email: str, *, exclude_id: int | None = None) 
 def serialize(session: Session, name: str) -> None:
     """Serialise read-check-write rules (last admin, dispatchers per area) across concurrent requests.
 
-    A transaction-scoped advisory lock on PostgreSQL; SQLite already runs one writer at a time.
+    PostgreSQL: a transaction-scoped advisory lock per rule. SQLite: a write that matches no row still
+    takes the database's single write lock, so the counting that follows sees every earlier commit.
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(zlib.crc32(name.encode()))))
+    else:
+        session.execute(update(User).where(User.id == -1).values(failed_logins=User.failed_logins))
 
 
 def count_active_admins(session: Session) -> int:
