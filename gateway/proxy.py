@@ -66,29 +66,7 @@ class Proxy:
             return await send_problem(send, 503, "gateway is starting", slug="service-unavailable",
                                       headers={"Retry-After": "1"})
 
-        # One pass over the headers: pick out what the gateway acts on, keep the rest for the upstream.
-        forward: dict[str, str] = {}
-        content_length = forwarded_for = connection = None
-        chunked = False
-        for name, value in scope["headers"]:
-            if name in _REQUEST_DROP:
-                if name == b"content-length":
-                    content_length = value
-                elif name == b"transfer-encoding":
-                    chunked = True
-                elif name == b"x-forwarded-for":
-                    forwarded_for = value.decode("latin-1")
-                elif name == b"connection":
-                    connection = value
-                continue
-            key, text = name.decode("latin-1"), value.decode("latin-1")
-            seen = forward.get(key)
-            # A repeated header is one comma-separated list (RFC 9110 5.3); cookies join with "; ".
-            forward[key] = text if seen is None else seen + ("; " if key == "cookie" else ", ") + text
-        if connection:
-            for token in connection.decode("latin-1").split(","):
-                forward.pop(token.strip().lower(), None)
-
+        forward, content_length, chunked = upstream_headers(scope)
         if not route.public:
             try:
                 await auth.authenticate(forward.get("authorization"))
@@ -111,26 +89,7 @@ class Proxy:
             except ClientGone:
                 return
 
-        forward["x-request-id"] = scope.get("state", {}).get("request_id") or request_id_var.get() or ""
-        client_addr = scope.get("client")
-        if client_addr:
-            peer = client_addr[0]
-            if not forwarded_for:
-                forwarded_for = peer
-            # uvicorn's proxy-headers support may already have taken the client from the last entry.
-            elif forwarded_for.rpartition(",")[2].strip() != peer:
-                forwarded_for = f"{forwarded_for}, {peer}"
-        if forwarded_for:
-            forward["x-forwarded-for"] = forwarded_for
-        forward["x-forwarded-proto"] = scope.get("scheme", "http")
-        # aiohttp would otherwise ask for gzip, and with auto-decompress off the client would get bytes it never asked for.
-        forward.setdefault("accept-encoding", "identity")
-
-        raw_path = scope.get("raw_path")
-        target = raw_path[_PREFIX_LEN:].decode("latin-1") if raw_path and raw_path.startswith(_RAW_PREFIX) \
-            else quote(path)
-        if scope["query_string"]:
-            target = f"{target}?{scope['query_string'].decode('latin-1')}"
+        target = upstream_target(scope, path)
         # A write that carries an idempotency key may be retried safely when the connection fails.
         retry = True if "idempotency-key" in forward else None
         try:
@@ -144,6 +103,55 @@ class Proxy:
         # Close the connection: the unread rest of the body must not be parsed as the next request.
         await send_problem(send, 413, f"request body exceeds {self.max_body_bytes} bytes",
                            slug="payload-too-large", headers=_CLOSE)
+
+
+def upstream_headers(scope) -> tuple[dict[str, str], bytes | None, bool]:
+    """Headers to send upstream, plus the request's Content-Length (raw) and whether it is chunked."""
+    forward: dict[str, str] = {}
+    content_length = forwarded_for = connection = None
+    chunked = False
+    for name, value in scope["headers"]:
+        if name in _REQUEST_DROP:
+            if name == b"content-length":
+                content_length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"x-forwarded-for":
+                forwarded_for = value.decode("latin-1")
+            elif name == b"connection":
+                connection = value
+            continue
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        seen = forward.get(key)
+        # A repeated header is one comma-separated list (RFC 9110 5.3); cookies join with "; ".
+        forward[key] = text if seen is None else seen + ("; " if key == "cookie" else ", ") + text
+    if connection:  # names listed in Connection are hop-by-hop too
+        for token in connection.decode("latin-1").split(","):
+            forward.pop(token.strip().lower(), None)
+
+    forward["x-request-id"] = scope.get("state", {}).get("request_id") or request_id_var.get() or ""
+    client = scope.get("client")
+    if client:
+        peer = client[0]
+        if not forwarded_for:
+            forwarded_for = peer
+        # uvicorn's proxy-headers support may already have taken the client from the last entry.
+        elif forwarded_for.rpartition(",")[2].strip() != peer:
+            forwarded_for = f"{forwarded_for}, {peer}"
+    if forwarded_for:
+        forward["x-forwarded-for"] = forwarded_for
+    forward["x-forwarded-proto"] = scope.get("scheme", "http")
+    # Else aiohttp asks for gzip, and (auto-decompress off) the client would get bytes it never asked for.
+    forward.setdefault("accept-encoding", "identity")
+    return forward, content_length, chunked
+
+
+def upstream_target(scope, path: str) -> str:
+    """The service-side path (still percent-encoded as the client sent it) and query string."""
+    raw_path = scope.get("raw_path")
+    target = raw_path[_PREFIX_LEN:].decode("latin-1") if raw_path and raw_path.startswith(_RAW_PREFIX) else quote(path)
+    query = scope["query_string"]
+    return f"{target}?{query.decode('latin-1')}" if query else target
 
 
 async def read_body(receive, limit: int) -> bytes:

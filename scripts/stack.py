@@ -50,7 +50,7 @@ class Stack:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", target, "--host", self.host,
                  "--port", str(self.ports[name]), "--loop", "uvloop", "--http", "httptools",
-                 "--no-access-log", "--timeout-graceful-shutdown", "5"],
+                 "--no-access-log", "--timeout-graceful-shutdown", "5", "--timeout-keep-alive", "75"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
 

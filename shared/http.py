@@ -80,8 +80,10 @@ class ResilientClient:
 
     async def start(self) -> None:
         if self._session is None:
+            # Idle connections are dropped after 15 s, well before the servers' 75 s keep-alive, so we never
+            # reuse a connection the server is closing (a spurious 503 on a POST).
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
-                                             ttl_dns_cache=300, keepalive_timeout=30)
+                                             ttl_dns_cache=300, keepalive_timeout=15)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
                                                   auto_decompress=False, skip_auto_headers=("User-Agent",))
 
@@ -128,12 +130,12 @@ class ResilientClient:
                 try:
                     response = await self._session.request(method, url, headers=outgoing, params=params, data=data,
                                                            allow_redirects=False)
-                except asyncio.TimeoutError as exc:
+                except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
                     self.breaker.record_failure(exc)
-                    outcome = "timeout"
-                    raise UpstreamTimeout(f"{self.name} did not answer in time") from exc
-                except aiohttp.ClientError as exc:
-                    self.breaker.record_failure(exc)
+                    # A connect timeout means "unreachable" (503, retryable), not "slow to answer" (504).
+                    if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
+                        outcome = "timeout"
+                        raise UpstreamTimeout(f"{self.name} did not answer in time") from exc
                     if attempt + 1 < attempts:
                         log.info("retrying %s %s after %s", method, url, type(exc).__name__)
                         continue

@@ -1,0 +1,100 @@
+"""What the gateway hop costs: req/s and p50/p95/p99 of /health and an authenticated route (GET /auth/me),
+direct to the auth service vs through the gateway, in one run on this machine.
+
+    make bench                         # PostgreSQL + Redis on loopback when reachable, else SQLite
+    BENCH_SECONDS=10 BENCH_CONNECTIONS=10,50 .venv/bin/python bench/gateway_hop.py
+
+Load: wrk (one thread) on the same 2-core box, closed loop with a fixed number of connections, bounded
+by time. Run ../shared/bench/limits.sh in the same sitting and compare ratios, not absolute numbers.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.stack import SERVICES, Stack  # noqa: E402
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "10,50").split(",")]
+ADMIN = ("benchadmin", "B3nch!admin")
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/bagtrack_bench"
+
+LUA = """
+local token = os.getenv("BENCH_TOKEN")
+if token and token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %.3f %.3f %.3f %.3f %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def reachable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wrk(url: str, connections: int, script: Path, token: str = "") -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{SECONDS}s", "-s", str(script), url],
+                         env={**os.environ, "BENCH_TOKEN": token}, capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+    reqs, micros, p50, p95, p99, worst, non2xx, socket_errors = line.split()[1:]
+    return {"rps": int(reqs) / (int(micros) / 1e6), "p50": float(p50), "p95": float(p95), "p99": float(p99),
+            "max": float(worst), "non2xx": int(non2xx), "errors": int(socket_errors)}
+
+
+def main() -> int:
+    if not shutil.which("wrk"):
+        print("wrk is not installed: run `make tools` (scripts/ensure-tools.sh)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bagtrack-bench-"))
+    env = {"BAGTRACK_VAR_DIR": str(work), "BAGTRACK_ADMIN_USERNAME": ADMIN[0], "BAGTRACK_ADMIN_PASSWORD": ADMIN[1],
+           "ACCESS_LOG": "false", "LOG_LEVEL": "WARNING"}
+    if reachable(5432) and reachable(6379):
+        env.update(DATABASE_URL=PG, REDIS_URL="redis://127.0.0.1:6379/13")
+    storage = "PostgreSQL + Redis" if "DATABASE_URL" in env else "SQLite + in-process cache"
+    ports = {name: 18400 + i for i, name in enumerate((*SERVICES, "gateway"))}
+    stack = Stack(ports=ports, env=env, log_dir=work / "log")
+    stack.migrate()
+    stack.start()
+    try:
+        stack.wait_ready(timeout=60)
+        token = httpx.post(stack.url() + "/api/v1/auth/login", json=dict(zip(("username", "password"), ADMIN)),
+                           timeout=10).json()["access_token"]
+        script = work / "bench.lua"
+        script.write_text(LUA)
+        auth, gateway = stack.url("auth"), stack.url("gateway")
+        cases = [
+            ("/health", "auth direct", auth + "/health", ""),
+            ("/health", "gateway", gateway + "/health", ""),
+            ("GET /auth/me (token + DB read)", "auth direct", auth + "/auth/me", token),
+            ("GET /auth/me (token + DB read)", "via gateway", gateway + "/api/v1/auth/me", token),
+        ]
+        print(f"bagtrack gateway hop — {storage}; wrk -t1, {SECONDS}s per row, loopback, {os.cpu_count()} cores")
+        print(f"{'route':<32} {'path':<12} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'non-2xx':>8} {'errors':>7}")
+        for connections in CONNECTIONS:
+            for route, path, url, bearer in cases:
+                r = wrk(url, connections, script, bearer)
+                print(f"{route:<32} {path:<12} {connections:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p95']:>8.2f} "
+                      f"{r['p99']:>8.2f} {r['max']:>8.2f} {r['non2xx']:>8} {r['errors']:>7}", flush=True)
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

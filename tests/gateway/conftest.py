@@ -1,0 +1,123 @@
+"""Real processes on loopback for the gateway tests: a fake upstream and the gateway, each a uvicorn subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from tests.gateway.tokens import AUDIENCE, ISSUER, SigningKey
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def running(target: str, env: dict[str, str], log_path: Path, probe: str = "/health") -> Iterator[Server]:
+    """Run `uvicorn --factory target` on a free port until the block ends; fail with its log if it never answers."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port),
+           "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--timeout-graceful-shutdown", "1"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_until_answering(server, probe)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_answering(server: Server, probe: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"{server.log_path.name} exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(server.url + probe, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"{server.log_path.name} did not answer {probe} within {timeout}s:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey.generate("test-key-1")
+
+
+@pytest.fixture(scope="session")
+def fake_upstream(signing_key, tmp_path_factory) -> Iterator[Server]:
+    env = {"FAKE_JWKS": json.dumps({"keys": [signing_key.jwk()]})}
+    log_path = tmp_path_factory.mktemp("logs") / "fake_upstream.log"
+    with running("tests.gateway.fake_upstream:create_app", env, log_path, probe="/ready") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def dead_url() -> str:
+    """An address where nothing listens: connecting is refused at once."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def start_gateway(fake_upstream, dead_url, tmp_path_factory):
+    """Start a gateway whose upstreams are the fake, except billing (nothing listening); env overrides apply."""
+    with ExitStack() as stack:
+        def start(**overrides: str) -> Server:
+            env = {"AUTH_URL": fake_upstream.url, "SCANNING_URL": fake_upstream.url,
+                   "DASHBOARD_URL": fake_upstream.url, "BILLING_URL": dead_url,
+                   "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE, "UPSTREAM_TIMEOUT": "1",
+                   "GATEWAY_MAX_BODY_BYTES": "4096", "GATEWAY_READY_TIMEOUT": "0.5",
+                   "LOG_LEVEL": "WARNING", "ACCESS_LOG": "false", **overrides}
+            log_path = tmp_path_factory.mktemp("logs") / "gateway.log"
+            return stack.enter_context(running("gateway.app:create_app", env, log_path))
+
+        yield start
+
+
+@pytest.fixture(scope="session")
+def gateway(start_gateway) -> Server:
+    return start_gateway()
+
+
+@pytest.fixture(scope="session")
+def client(gateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        yield http
+
+
+@pytest.fixture
+def auth(signing_key) -> dict[str, str]:
+    """Authorization header with a valid access token."""
+    return {"Authorization": f"Bearer {signing_key.mint()}"}

@@ -1,0 +1,72 @@
+"""Upstream faults: slow -> 504, unreachable -> 503 with Retry-After, repeated failures open the breaker."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+
+def test_slow_upstream_is_504_within_the_timeout(client, auth):
+    started = time.perf_counter()
+    response = client.get("/api/v1/dashboard/trends/slow?seconds=8", headers=auth)
+    assert response.status_code == 504
+    assert response.json()["type"] == "urn:bagtrack:problem:upstream-timeout"
+    assert time.perf_counter() - started < 5  # the timeout is 1 s; the upstream would take 8
+
+
+def test_slow_upstream_does_not_hold_up_other_routes(client, auth):
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(client.get, "/api/v1/dashboard/activity/slow?seconds=8", headers=auth)
+        time.sleep(0.1)
+        assert client.get("/api/v1/bags", headers=auth).status_code == 200
+        assert not slow.done()
+        assert slow.result().status_code == 504
+
+
+def test_upstream_5xx_is_passed_through(client, auth):
+    response = client.get("/api/v1/dashboard/lookup/fail", headers=auth)
+    assert response.status_code == 500
+    assert response.json() == {"detail": "upstream exploded"}
+
+
+def test_unreachable_upstream_is_503_with_retry_after(client, auth):
+    response = client.post("/api/v1/bills", headers=auth, json={"capacity": 3})
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) >= 1
+    problem = response.json()
+    assert problem["type"] == "urn:bagtrack:problem:upstream-unavailable"
+    assert problem["request_id"] == response.headers["x-request-id"]
+
+
+def test_breaker_opens_on_an_unreachable_upstream_and_then_refuses_at_once(client, auth):
+    details = [client.get("/api/v1/bills", headers=auth).json()["detail"] for _ in range(6)]
+    assert "circuit open" in details[-1]
+    started = time.perf_counter()
+    response = client.get("/api/v1/bills/BILL-1", headers=auth)
+    assert response.status_code == 503 and "circuit open" in response.json()["detail"]
+    assert int(response.headers["retry-after"]) >= 1
+    assert time.perf_counter() - started < 0.5
+    assert client.get("/ready").json()["upstreams"]["billing"]["breaker"] == "open"
+    assert client.get("/api/v1/bags", headers=auth).status_code == 200  # other upstreams unaffected
+
+
+def test_breaker_opens_on_5xx_then_half_opens_and_closes(start_gateway, auth):
+    gateway = start_gateway(GATEWAY_BREAKER_FAIL_MAX="3", GATEWAY_BREAKER_RESET_TIMEOUT="1")
+    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        assert [http.get("/api/v1/dashboard/stats/fail", headers=auth).status_code for _ in range(3)] == [500] * 3
+        refused = http.get("/api/v1/dashboard/stats", headers=auth)
+        assert refused.status_code == 503 and "circuit open" in refused.json()["detail"]
+        assert http.get("/api/v1/bags", headers=auth).status_code == 200
+        time.sleep(1.1)  # reset_timeout: the next call is the half-open trial
+        assert http.get("/api/v1/dashboard/stats", headers=auth).status_code == 200
+        assert http.get("/ready").json()["upstreams"]["dashboard"]["breaker"] == "closed"
+        assert http.get("/api/v1/dashboard/stats", headers=auth).status_code == 200
+
+
+def test_tokens_cannot_be_checked_while_auth_is_down_is_503_not_401(start_gateway, dead_url, auth):
+    gateway = start_gateway(AUTH_URL=dead_url)
+    response = httpx.get(gateway.url + "/api/v1/bags", headers=auth)
+    assert response.status_code == 503
+    assert "retry-after" in response.headers
+    assert response.json()["detail"] == "cannot verify tokens: signing keys unavailable"

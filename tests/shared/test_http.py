@@ -1,0 +1,186 @@
+"""ResilientClient against real servers on loopback: overlap, timeouts, refused connections, retries."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from contextlib import asynccontextmanager, closing
+from typing import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from shared.http import ResilientClient, UpstreamTimeout, UpstreamUnavailable
+from shared.logging import request_id_var
+
+SLOW = 0.3
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("seconds", SLOW)))
+    return web.json_response({"slept": True})
+
+
+async def fail(_: web.Request) -> web.Response:
+    return web.json_response({"detail": "boom"}, status=500)
+
+
+async def echo(request: web.Request) -> web.Response:
+    return web.json_response({"request_id": request.headers.get("X-Request-ID")})
+
+
+@asynccontextmanager
+async def upstream() -> AsyncIterator[str]:
+    """An aiohttp server on a free loopback port, in this event loop."""
+    app = web.Application()
+    app.add_routes([web.get("/slow", slow), web.get("/fail", fail), web.get("/echo", echo)])
+    runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def client_for(base_url: str, **options) -> AsyncIterator[ResilientClient]:
+    client = ResilientClient("up", base_url, service="test", **options)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def test_concurrent_slow_requests_overlap():
+    async def main() -> float:
+        async with upstream() as url, client_for(url) as client:
+            started = time.perf_counter()
+            responses = await asyncio.gather(*(client.request("GET", "/slow") for _ in range(4)))
+            assert [r.status for r in responses] == [200] * 4
+            return time.perf_counter() - started
+
+    assert asyncio.run(main()) < 2 * SLOW  # one at a time would take 4 x SLOW
+
+
+def test_request_id_of_the_current_request_is_forwarded():
+    async def main() -> None:
+        request_id_var.set("req-42")
+        async with upstream() as url, client_for(url) as client:
+            assert (await client.request("GET", "/echo")).json() == {"request_id": "req-42"}
+
+    asyncio.run(main())
+
+
+def test_slow_upstream_raises_upstream_timeout_and_counts_as_failure():
+    async def main() -> None:
+        async with upstream() as url, client_for(url, timeout=0.2) as client:
+            started = time.perf_counter()
+            with pytest.raises(UpstreamTimeout) as caught:
+                await client.request("GET", "/slow?seconds=3")
+            assert time.perf_counter() - started < 2
+            assert caught.value.status == 504
+            assert client.breaker.fail_counter == 1
+
+    asyncio.run(main())
+
+
+def test_refused_connection_raises_unavailable_and_opens_the_breaker():
+    async def main() -> None:
+        async with client_for(f"http://127.0.0.1:{free_port()}", fail_max=3, reset_timeout=30) as client:
+            with pytest.raises(UpstreamUnavailable) as first:
+                await client.request("POST", "/bills")
+            assert first.value.status == 503 and "Retry-After" in first.value.headers
+            for _ in range(2):
+                with pytest.raises(UpstreamUnavailable):
+                    await client.request("POST", "/bills")
+            assert client.breaker.state == "open"
+            with pytest.raises(UpstreamUnavailable) as refused:
+                await client.request("POST", "/bills")
+            assert "circuit open" in refused.value.detail
+            assert int(refused.value.headers["Retry-After"]) >= 1
+
+    asyncio.run(main())
+
+
+def test_5xx_is_returned_but_counts_as_failure():
+    async def main() -> None:
+        async with upstream() as url, client_for(url, fail_max=2) as client:
+            assert (await client.request("GET", "/fail")).status == 500
+            assert (await client.request("GET", "/fail")).status == 500
+            assert client.breaker.state == "open"
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_call_does_not_close_a_half_open_breaker():
+    async def main() -> None:
+        async with upstream() as url, client_for(url, fail_max=1, reset_timeout=0.1) as client:
+            await client.request("GET", "/fail")
+            assert client.breaker.state == "open"
+            await asyncio.sleep(0.15)
+            with pytest.raises(asyncio.TimeoutError):  # the caller gives up on the trial call
+                await asyncio.wait_for(client.request("GET", "/slow?seconds=3"), 0.05)
+            assert client.breaker.state == "half-open"
+            assert (await client.request("GET", "/echo")).status == 200  # the next caller is the trial
+            assert client.breaker.state == "closed"
+
+    asyncio.run(main())
+
+
+class DropsFirstConnection:
+    """A raw HTTP server that hangs up on its first connection without answering, then answers 200."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.url = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        if self.connections > 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                         b"Connection: close\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> "DropsFirstConnection":
+        self._server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *_) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+
+def test_get_is_retried_once_after_a_connection_error():
+    async def main() -> None:
+        async with DropsFirstConnection() as server, client_for(server.url) as client:
+            assert (await client.request("GET", "/bags")).status == 200
+            assert server.connections == 2
+
+    asyncio.run(main())
+
+
+def test_post_is_not_retried_unless_marked_safe():
+    async def main() -> None:
+        async with DropsFirstConnection() as server, client_for(server.url) as client:
+            with pytest.raises(UpstreamUnavailable):
+                await client.request("POST", "/scans/parent", json={"qr_id": "SB00001"})
+            assert server.connections == 1
+        async with DropsFirstConnection() as server, client_for(server.url) as client:
+            # A write carrying an idempotency key may be marked safe to repeat.
+            assert (await client.request("POST", "/scans/parent", json={}, retry=True)).status == 200
+            assert server.connections == 2
+
+    asyncio.run(main())
