@@ -8,7 +8,6 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 
-from gateway.auth import EdgeAuth, fetch_jwks
 from gateway.config import GatewaySettings
 from gateway.ops import router as ops_router
 from gateway.proxy import Proxy
@@ -17,7 +16,7 @@ from shared.errors import install_error_handlers
 from shared.http import ResilientClient
 from shared.logging import configure_logging
 from shared.middleware import RequestContextMiddleware
-from shared.security import TokenVerifier
+from shared.security import TokenVerifier, fetch_jwks
 
 log = logging.getLogger("bagtrack.gateway")
 
@@ -57,9 +56,9 @@ def create_app(settings: GatewaySettings | None = None) -> RequestContextMiddlew
         auth_client = clients["auth"]
         verifier = TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                  jwks_source=lambda: fetch_jwks(auth_client),
-                                 cache_seconds=settings.jwks_cache_seconds)
+                                 cache_seconds=settings.jwks_cache_seconds, memo_size=settings.verified_tokens_max)
         app.state.clients, app.state.verifier = clients, verifier
-        proxy.attach(clients, EdgeAuth(verifier, max_entries=settings.verified_tokens_max))
+        proxy.attach(clients, verifier)
         warm_up = asyncio.create_task(_load_signing_keys(verifier, auth_client))
         try:
             yield

@@ -12,11 +12,11 @@ from urllib.parse import quote
 
 import aiohttp
 
-from gateway.auth import EdgeAuth
 from gateway.routes import API_PREFIX, resolve
 from shared.errors import PROBLEM_JSON, ProblemError, problem_body
 from shared.http import ResilientClient
 from shared.logging import request_id_var
+from shared.security import TokenVerifier
 
 log = logging.getLogger("bagtrack.gateway")
 
@@ -46,9 +46,9 @@ class Proxy:
     def __init__(self, max_body_bytes: int) -> None:
         self.max_body_bytes = max_body_bytes
         self.clients: dict[str, ResilientClient] | None = None
-        self.auth: EdgeAuth | None = None
+        self.auth: TokenVerifier | None = None
 
-    def attach(self, clients: dict[str, ResilientClient], auth: EdgeAuth) -> None:
+    def attach(self, clients: dict[str, ResilientClient], auth: TokenVerifier) -> None:
         self.clients, self.auth = clients, auth
 
     def detach(self) -> None:

@@ -14,7 +14,7 @@ from shared.health import router as health_router
 from shared.http import ResilientClient
 from shared.logging import configure_logging
 from shared.middleware import RequestContextMiddleware
-from shared.security import TokenVerifier
+from shared.security import TokenVerifier, fetch_jwks
 from shared.settings import ServiceSettings
 
 Hook = Callable[[FastAPI], Awaitable[None] | None]
@@ -47,7 +47,7 @@ def create_service_app(
         else:
             auth = app.state.clients["auth"] = ResilientClient("auth", settings.auth_url, service=service,
                                                                timeout=settings.upstream_timeout)
-            source = lambda: _fetch_jwks(auth)  # noqa: E731
+            source = lambda: fetch_jwks(auth)  # noqa: E731
         app.state.verifier = TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                            jwks_source=source, cache_seconds=settings.jwks_cache_seconds)
         try:
@@ -70,13 +70,6 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
-
-
-async def _fetch_jwks(client: ResilientClient) -> dict[str, Any]:
-    response = await client.request("GET", "/auth/jwks")
-    if response.status != 200:
-        raise RuntimeError(f"JWKS fetch answered {response.status}")
-    return response.json()
 
 
 async def _maybe_await(result: Any) -> None:

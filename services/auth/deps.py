@@ -1,32 +1,19 @@
-"""Dependency aliases for the auth service's handlers."""
+"""Dependency aliases for the auth service's handlers (all `async def`: no I/O, no thread hop)."""
 from __future__ import annotations
 
-from typing import Annotated, Iterator
+from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
 
 from services.auth.service import AuthContext
+from shared.deps import ClientIp, DbDep  # noqa: F401  (re-exported for the handlers)
 from shared.security import CurrentPrincipal, Principal, require_roles
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.db.session() as session:
-        yield session
-
-
-def get_context(request: Request) -> AuthContext:
+async def get_context(request: Request) -> AuthContext:
     return request.app.state.auth
 
 
-def client_ip(request: Request) -> str:
-    # uvicorn's proxy-headers support has already replaced the peer with X-Forwarded-For's client
-    # when the peer is a trusted proxy (FORWARDED_ALLOW_IPS), so this is the real client behind the gateway.
-    return request.client.host if request.client else "unknown"
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 ContextDep = Annotated[AuthContext, Depends(get_context)]
-ClientIp = Annotated[str, Depends(client_ip)]
 AdminUser = Annotated[Principal, Depends(require_roles("admin"))]
 CurrentUser = CurrentPrincipal

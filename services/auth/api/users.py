@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from services.auth import repository as repo
 from services.auth import service
-from services.auth.deps import AdminUser, ContextDep, CurrentUser, SessionDep
+from services.auth.deps import AdminUser, ContextDep, CurrentUser, DbDep
 from services.auth.schemas import PasswordChange, Role, UserCreate, UserPublic, UserUpdate
 from shared.errors import Forbidden
 from shared.pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
@@ -19,7 +19,7 @@ UserId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 @router.get("", response_model=Page[UserPublic])
 def list_users(
-    session: SessionDep,
+    db: DbDep,
     _: AdminUser,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: str | None = None,
@@ -30,8 +30,9 @@ def list_users(
 ) -> Page[UserPublic]:
     after = decode_cursor(cursor)
     after_id = int(after[0]) if after and str(after[0]).isdigit() and len(str(after[0])) < 10 else None
-    users = repo.list_users(session, after_id=after_id, limit=limit + 1, role=role,
-                            area=dispatch_area.lower() if dispatch_area else None, is_active=is_active, q=q)
+    with db.session(read_only=True) as session:
+        users = repo.list_users(session, after_id=after_id, limit=limit + 1, role=role,
+                                area=dispatch_area.lower() if dispatch_area else None, is_active=is_active, q=q)
     more = len(users) > limit
     users = users[:limit]
     return Page(items=[UserPublic.model_validate(u) for u in users],
@@ -39,30 +40,36 @@ def list_users(
 
 
 @router.post("", response_model=UserPublic, status_code=201)
-def create_user(body: UserCreate, session: SessionDep, ctx: ContextDep, _: AdminUser) -> UserPublic:
-    return service.create_user(session=session, ctx=ctx, user_in=body)
+def create_user(body: UserCreate, db: DbDep, ctx: ContextDep, _: AdminUser) -> UserPublic:
+    with db.session() as session:
+        return UserPublic.model_validate(service.create_user(session=session, ctx=ctx, user_in=body))
 
 
 @router.post("/me/password", status_code=204)
-def change_my_password(body: PasswordChange, session: SessionDep, ctx: ContextDep, principal: CurrentUser) -> Response:
-    service.change_password(session=session, ctx=ctx, principal=principal,
-                            current=body.current_password, new=body.new_password)
+def change_my_password(body: PasswordChange, db: DbDep, ctx: ContextDep, principal: CurrentUser) -> Response:
+    with db.session() as session:
+        service.change_password(session=session, ctx=ctx, principal=principal,
+                                current=body.current_password, new=body.new_password)
     return Response(status_code=204)
 
 
 @router.get("/{user_id}", response_model=UserPublic)
-def get_user(user_id: UserId, session: SessionDep, principal: CurrentUser) -> UserPublic:
+def get_user(user_id: UserId, db: DbDep, principal: CurrentUser) -> UserPublic:
     if not principal.is_admin and principal.user_id != user_id:
         raise Forbidden("only admins can read other users")
-    return service.get_user(session=session, user_id=user_id)
+    with db.session() as session:  # the primary: an admin reads a user right after changing it
+        return UserPublic.model_validate(service.get_user(session=session, user_id=user_id))
 
 
 @router.patch("/{user_id}", response_model=UserPublic)
-def update_user(user_id: UserId, body: UserUpdate, session: SessionDep, ctx: ContextDep, actor: AdminUser) -> UserPublic:
-    return service.update_user(session=session, ctx=ctx, actor=actor, user_id=user_id, changes=body)
+def update_user(user_id: UserId, body: UserUpdate, db: DbDep, ctx: ContextDep, actor: AdminUser) -> UserPublic:
+    with db.session() as session:
+        user = service.update_user(session=session, ctx=ctx, actor=actor, user_id=user_id, changes=body)
+        return UserPublic.model_validate(user)
 
 
 @router.delete("/{user_id}", status_code=204)
-def delete_user(user_id: UserId, session: SessionDep, actor: AdminUser) -> Response:
-    service.delete_user(session=session, actor=actor, user_id=user_id)
+def delete_user(user_id: UserId, db: DbDep, actor: AdminUser) -> Response:
+    with db.session() as session:
+        service.delete_user(session=session, actor=actor, user_id=user_id)
     return Response(status_code=204)
