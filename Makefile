@@ -22,7 +22,7 @@ migrate: venv
 	@$(PY) -m shared.migrate
 
 create-admin: venv
-	@$(PY) -m services.auth.cli create-admin --username $${USERNAME:?set USERNAME=<name>}
+	@$(PY) -m services.auth.cli create-admin --username $${ADMIN:?usage: make create-admin ADMIN=<username>}
 
 # Benchmarks print figures; they are not part of `make test`.
 bench: venv tools

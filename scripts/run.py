@@ -33,10 +33,12 @@ def main() -> int:
     storage = os.environ.get("DATABASE_URL", "SQLite files under ./var/")
     cache = "Redis" if os.environ.get("REDIS_URL") else "in-process cache"
     print(f"bagtrack: migrating databases ({storage.split('@')[-1]}; {cache})", flush=True)
-    stack.migrate()
+    # Explicit handlers: a shell that starts us in the background may have set SIGINT to "ignore".
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    stack.start()
     try:
+        stack.migrate()
+        stack.start()
         stack.wait_ready(timeout=60)
         api = stack.url()
         print(f"\nbagtrack is up: {api}  (logs in var/log/*.log; Ctrl-C stops it)\n")
@@ -44,7 +46,7 @@ def main() -> int:
         if username and os.environ.get("BAGTRACK_ADMIN_PASSWORD"):
             print("log in as the admin from BAGTRACK_ADMIN_USERNAME/PASSWORD:")
             print(f"  curl -s {api}/api/v1/auth/login -H 'content-type: application/json' \\\n"
-                  f"       -d '{{\"username\": \"{username}\", \"password\": \"$BAGTRACK_ADMIN_PASSWORD\"}}'")
+                  f"       -d \"{{\\\"username\\\": \\\"{username}\\\", \\\"password\\\": \\\"$BAGTRACK_ADMIN_PASSWORD\\\"}}\"")
         elif not admin_exists():
             print("no admin exists yet. Create one (it asks for the password), then log in:")
             print("  .venv/bin/python -m services.auth.cli create-admin --username admin")

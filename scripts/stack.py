@@ -38,8 +38,11 @@ class Stack:
         return env
 
     def migrate(self) -> None:
-        subprocess.run([sys.executable, "-m", "shared.migrate", *SERVICES], cwd=ROOT, env=self.process_env(),
-                       check=True, stdout=subprocess.DEVNULL)
+        """Bring every service's database to its latest migration; Alembic's chatter is shown only on failure."""
+        run = subprocess.run([sys.executable, "-m", "shared.migrate", *SERVICES], cwd=ROOT, env=self.process_env(),
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"migrations failed:\n{run.stdout}{run.stderr}")
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
