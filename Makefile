@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test venv tools migrate create-admin bench test-sqlite clean
+.PHONY: run test venv tools migrate create-admin bench clean
 
 venv:
 	@scripts/bootstrap.sh

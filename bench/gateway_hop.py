@@ -1,5 +1,6 @@
-"""What the gateway hop costs: req/s and p50/p95/p99 of /health and an authenticated route (GET /auth/me),
-direct to the auth service vs through the gateway, in one run on this machine.
+"""What the gateway hop costs: req/s and p50/p95/p99 of /health, a cheap public route (GET /auth/jwks: the
+pure cost of the hop) and an authenticated route (GET /auth/me: token check + a database read), direct to
+the auth service vs through the gateway, in one run on this machine.
 
     make bench                         # PostgreSQL + Redis on loopback when reachable, else SQLite
     BENCH_SECONDS=10 BENCH_CONNECTIONS=10,50 .venv/bin/python bench/gateway_hop.py
@@ -80,6 +81,8 @@ def main() -> int:
         cases = [
             ("/health", "auth direct", auth + "/health", ""),
             ("/health", "gateway", gateway + "/health", ""),
+            ("GET /auth/jwks (hop only)", "auth direct", auth + "/auth/jwks", ""),
+            ("GET /auth/jwks (hop only)", "via gateway", gateway + "/api/v1/auth/jwks", ""),
             ("GET /auth/me (token + DB read)", "auth direct", auth + "/auth/me", token),
             ("GET /auth/me (token + DB read)", "via gateway", gateway + "/api/v1/auth/me", token),
         ]

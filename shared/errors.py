@@ -89,6 +89,14 @@ def problem_response(status: int, detail: str, *, headers: dict[str, str] | None
     return JSONResponse(problem_body(status, detail, **kw), status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+def problem_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses=` entries saying these statuses answer with a problem document."""
+    schema = {"type": "object", "properties": {k: {"type": "string"} for k in ("type", "title", "detail", "request_id")}
+              | {"status": {"type": "integer"}}}
+    return {status: {"description": HTTPStatus(status).phrase, "content": {PROBLEM_JSON: {"schema": schema}}}
+            for status in statuses}
+
+
 _SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
           409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type", 429: "rate-limited"}
 

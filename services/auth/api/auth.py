@@ -6,8 +6,9 @@ from fastapi import APIRouter, Response
 from services.auth import service
 from services.auth.deps import ClientIp, ContextDep, CurrentUser, DbDep
 from services.auth.schemas import LoginIn, RefreshIn, TokenPair, UserPublic
+from shared.errors import problem_responses
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], responses=problem_responses(400, 401, 403, 422, 423, 429, 503))
 
 
 # Plain `def` handlers: argon2 and psycopg2 block, so FastAPI runs these in its threadpool.

@@ -9,10 +9,10 @@ from services.auth import repository as repo
 from services.auth import service
 from services.auth.deps import AdminUser, ContextDep, CurrentUser, DbDep
 from services.auth.schemas import PasswordChange, Role, UserCreate, UserPublic, UserUpdate
-from shared.errors import Forbidden
+from shared.errors import Forbidden, problem_responses
 from shared.pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 
 UserId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
