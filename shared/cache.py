@@ -45,6 +45,21 @@ class MemoryCache:
                 self._evict_expired()
             self._data[key] = (time.monotonic() + ttl, data)
 
+    def tombstone(self, keys, hold: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                self._data[key] = (now + hold, TOMBSTONE)
+
+    def add(self, key: str, value: bytes | str, ttl: float) -> None:
+        """Set only if the key holds nothing live (Redis SET NX)."""
+        data = value.encode() if isinstance(value, str) else value
+        now = time.monotonic()
+        with self._lock:
+            item = self._data.get(key)
+            if item is None or item[0] <= now:
+                self._data[key] = (now + ttl, data)
+
     def delete(self, *keys: str) -> None:
         with self._lock:
             for key in keys:
@@ -120,6 +135,25 @@ class RedisCache:
         except redis.RedisError as exc:
             self._failed(exc)
 
+    def tombstone(self, keys, hold: float) -> None:
+        # Tried even in bypass mode: a lost invalidation would serve stale data once Redis is back.
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(self._prefix + key, TOMBSTONE, px=max(1, int(hold * 1000)))
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            log.error("cache invalidation lost for %s: %s", list(keys), exc)
+
+    def add(self, key: str, value: bytes | str, ttl: float) -> None:
+        if not self.available:
+            return
+        try:
+            self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)), nx=True)
+        except redis.RedisError as exc:
+            self._failed(exc)
+
     def delete(self, *keys: str) -> None:
         # Invalidation must not be skipped silently while Redis is flaky: try even in bypass mode.
         if not keys:
@@ -164,10 +198,22 @@ def create_cache(redis_url: str | None, namespace: str) -> Cache:
     return RedisCache(redis_url, namespace) if redis_url else MemoryCache(namespace)
 
 
+# Written over an entry when its data changes. While it stands (`hold` seconds) readers miss and may not
+# fill the entry: a reader that read the old rows just before the writer committed cannot put them back.
+TOMBSTONE = b"\x00invalidated"
+
+
 def get_json(cache: Cache, key: str) -> Any | None:
     raw = cache.get(key)
-    return None if raw is None else json.loads(raw)
+    return None if raw is None or raw == TOMBSTONE else json.loads(raw)
 
 
-def set_json(cache: Cache, key: str, value: Any, ttl: float) -> None:
-    cache.set(key, json.dumps(value, separators=(",", ":"), default=str), ttl)
+def fill_json(cache: Cache, key: str, value: Any, ttl: float) -> None:
+    """Cache a value read from the database, unless the entry was invalidated a moment ago."""
+    cache.add(key, json.dumps(value, separators=(",", ":"), default=str), ttl)
+
+
+def invalidate(cache: Cache, *keys: str, hold: float = 2.0) -> None:
+    """Call after the commit that changed the data behind `keys`."""
+    if keys:
+        cache.tombstone(keys, hold)

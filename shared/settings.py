@@ -14,6 +14,9 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+DEFAULT_AREAS = "lucknow,indore,jaipur,hisar,sri_ganganagar,sangaria,bathinda,raipur,ranchi,akola"
+
+
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
@@ -39,6 +42,12 @@ class CommonSettings(BaseSettings):
     jwt_audience: str = Field("bagtrack", validation_alias=_env("JWT_AUDIENCE"))
     jwks_cache_seconds: float = Field(600, gt=0, validation_alias=_env("JWKS_CACHE_SECONDS"))
     upstream_timeout: float = Field(5.0, gt=0, le=120, validation_alias=_env("UPSTREAM_TIMEOUT"))
+    dispatch_areas: str = Field(DEFAULT_AREAS, validation_alias=_env("DISPATCH_AREAS"))
+
+    @property
+    def areas(self) -> tuple[str, ...]:
+        """The configured dispatch areas, lower-case."""
+        return tuple(a.strip().lower() for a in self.dispatch_areas.split(",") if a.strip())
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self):

@@ -1,6 +1,83 @@
-"""Scanning service tables (its own database; no other service reads them)."""
-from sqlalchemy.orm import DeclarativeBase
+"""Scanning tables: bags (parents and children, one parent per child by construction), scans, idempotency."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, SmallInteger,
+                        String, Text, func)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class Bag(Base):
+    __tablename__ = "bags"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    qr_id: Mapped[str] = mapped_column(String(32), unique=True)
+    type: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    dispatch_area: Mapped[str] = mapped_column(String(64))
+    capacity: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    child_count: Mapped[int] = mapped_column(Integer, default=0)
+    # A child's one parent is this column: a second parent cannot even be written down.
+    parent_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("bags.id", ondelete="RESTRICT"), nullable=True)
+    linked_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    linked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("type IN ('parent', 'child')", name="ck_bags_type"),
+        CheckConstraint("status IN ('pending', 'in_progress', 'completed')", name="ck_bags_status"),
+        CheckConstraint("type = 'child' OR parent_id IS NULL", name="ck_bags_only_children_have_parents"),
+        CheckConstraint("child_count >= 0 AND child_count <= COALESCE(capacity, 0)", name="ck_bags_capacity"),
+        Index("ix_bags_parent_id", "parent_id"),
+        Index("ix_bags_area_id", "dispatch_area", "id"),
+        Index("ix_bags_type_status_id", "type", "status", "id"),
+        Index("ix_bags_created_at", "created_at"),
+    )
+
+
+class Scan(Base):
+    """What a person scanned, when: history, not state (a deleted bag's scans remain)."""
+
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    parent_qr: Mapped[str] = mapped_column(String(32))
+    child_qr: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    dispatch_area: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(32))
+    repeat: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('parent', 'child', 'unlink')", name="ck_scans_kind"),
+        Index("ix_scans_area_id", "dispatch_area", "id"),
+        Index("ix_scans_parent_qr_id", "parent_qr", "id"),
+        Index("ix_scans_child_qr_id", "child_qr", "id"),
+        Index("ix_scans_username_id", "username", "id"),
+        Index("ix_scans_created_at", "created_at"),
+    )
+
+
+class IdempotentRequest(Base):
+    """The first answer to a write that carried a scan_id / Idempotency-Key, replayed on every retry."""
+
+    __tablename__ = "idempotent_requests"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(SmallInteger)
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)

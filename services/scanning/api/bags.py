@@ -1,0 +1,108 @@
+"""Bag lookup, list/search, CSV export, delete and unlink."""
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Annotated, Iterator
+
+import anyio
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from services.scanning import repository as repo
+from services.scanning import service
+from services.scanning.billing import parent_bill
+from services.scanning.deps import Admin, Anyone, ContextDep, DbDep, Deleter, IdempotencyKey
+from services.scanning.idempotency import run_write
+from services.scanning.schemas import BagOut, BagStatus, BagType, ScanResult
+from shared.db import Database
+from shared.errors import problem_responses
+from shared.http import forwarded_headers
+from shared.pagination import MAX_LIMIT, Page
+
+router = APIRouter(prefix="/bags", tags=["bags"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
+
+Qr = Annotated[str, Path(min_length=1, max_length=64)]
+CSV_COLUMNS = ("qr_id", "type", "status", "dispatch_area", "child_count", "capacity", "weight_kg", "parent_qr",
+               "created_by", "created_at")
+
+
+@router.get("", response_model=Page[BagOut])
+def list_bags(
+    db: DbDep,
+    principal: Anyone,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    type: BagType | None = None,
+    status: BagStatus | None = None,
+    dispatch_area: Annotated[str | None, Query(max_length=64)] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    q: Annotated[str | None, Query(max_length=64, description="QR prefix")] = None,
+    parent_qr: Annotated[str | None, Query(max_length=64, description="children of this parent")] = None,
+) -> Page[BagOut]:
+    with db.session(read_only=True) as session:
+        return service.list_bags(session=session, principal=principal, limit=limit, cursor=cursor, q=q,
+                                 parent_qr=parent_qr, type_=type, status=status, area=dispatch_area,
+                                 created_from=created_from, created_to=created_to)
+
+
+@router.get("/export.csv", response_class=StreamingResponse)
+def export_csv(
+    db: DbDep,
+    _: Admin,
+    type: BagType | None = None,
+    status: BagStatus | None = None,
+    dispatch_area: Annotated[str | None, Query(max_length=64)] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> StreamingResponse:
+    """Every matching bag as CSV, streamed through a server-side cursor: no row cap, flat memory."""
+    filters = dict(type_=type, status=status, area=dispatch_area.lower() if dispatch_area else None,
+                   created_from=created_from, created_to=created_to)
+    return StreamingResponse(_csv_rows(db, filters), media_type="text/csv",
+                             headers={"Content-Disposition": 'attachment; filename="bags.csv"'})
+
+
+def _csv_rows(db: Database, filters: dict) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    with db.session(read_only=True) as session:
+        for n, (bag, parent_qr) in enumerate(repo.stream_bags(session, **filters), start=1):
+            out = service.bag_out(bag, parent_qr)
+            writer.writerow([out.qr_id, out.type, out.status, out.dispatch_area, out.child_count,
+                             "" if out.capacity is None else out.capacity, out.weight_kg, out.parent_qr or "",
+                             out.created_by, out.created_at.isoformat()])
+            if n % 500 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+    yield buffer.getvalue()
+
+
+@router.get("/{qr_id}", response_model=BagOut)
+def get_bag(qr_id: Qr, db: DbDep, ctx: ContextDep, principal: Anyone) -> dict:
+    return service.lookup(db=db, ctx=ctx, principal=principal, raw_qr=qr_id)
+
+
+@router.delete("/{qr_id}", status_code=204)
+def delete_bag(qr_id: Qr, request: Request, db: DbDep, ctx: ContextDep, principal: Deleter) -> Response:
+    billing = request.app.state.clients["billing"]
+    headers = forwarded_headers(request.headers)
+    service.delete_bag(db=db, ctx=ctx, principal=principal, raw_qr=qr_id,
+                       bill_of=lambda qr: anyio.from_thread.run(parent_bill, billing, qr, headers))
+    return Response(status_code=204)
+
+
+@router.delete("/{parent_qr}/children/{child_qr}", response_model=ScanResult)
+def unlink_child(parent_qr: Qr, child_qr: Qr, db: DbDep, ctx: ContextDep, principal: Anyone, response: Response,
+                 idempotency_key: IdempotencyKey = None) -> dict:
+    answer, replayed = run_write(
+        db=db, cache=ctx.cache, principal=principal, key=idempotency_key, operation="unlink",
+        request={"parent_qr": parent_qr, "child_qr": child_qr},
+        action=lambda session: service.unlink_child(session=session, ctx=ctx, principal=principal,
+                                                    raw_parent=parent_qr, raw_child=child_qr))
+    response.headers["Idempotent-Replayed"] = str(replayed).lower()
+    return answer
