@@ -8,9 +8,6 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.settings import PLACEHOLDER_SECRETS, ServiceSettings
 
-DEFAULT_AREAS = "lucknow,indore,jaipur,hisar,sri_ganganagar,sangaria,bathinda,raipur,ranchi,akola"
-
-
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_")
 
@@ -29,7 +26,6 @@ class Settings(ServiceSettings):
     login_limit_per_ip: int = Field(100, ge=1)
     login_limit_window: float = Field(60, gt=0)
     max_dispatchers_per_area: int = Field(10, ge=1)
-    dispatch_areas: str = Field(DEFAULT_AREAS, validation_alias=AliasChoices("DISPATCH_AREAS", "AUTH_DISPATCH_AREAS"))
 
     # OWASP's argon2id minimum (m=19 MiB, t=2, p=1); hashing runs off the event loop, a few at a time.
     argon2_time_cost: int = Field(2, ge=1)
@@ -40,10 +36,6 @@ class Settings(ServiceSettings):
     admin_username: str | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_USERNAME"))
     admin_password: SecretStr | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_PASSWORD"))
     admin_email: str | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_EMAIL"))
-
-    @property
-    def areas(self) -> tuple[str, ...]:
-        return tuple(a.strip().lower() for a in self.dispatch_areas.split(",") if a.strip())
 
     @model_validator(mode="after")
     def _production_secrets(self) -> "Settings":

@@ -56,7 +56,7 @@ def claim_parent_slot(session: Session, parent_id: int, now: datetime) -> tuple[
 
 def release_parent_slot(session: Session, parent_id: int, now: datetime) -> tuple[int, str]:
     """One child fewer: a completed parent reopens, an empty one is pending again."""
-    session.execute(
+    result = session.execute(
         update(Bag)
         .where(Bag.id == parent_id, Bag.child_count > 0)
         .values(child_count=Bag.child_count - 1,

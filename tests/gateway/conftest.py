@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -15,15 +14,10 @@ from typing import Iterator
 import httpx
 import pytest
 
-from tests.gateway.tokens import AUDIENCE, ISSUER, SigningKey
+from tests.support import free_port
+from tests.tokens import AUDIENCE, ISSUER, SigningKey
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from tests.gateway.tokens import SigningKey, tampered, unsigned
+from tests.tokens import SigningKey, tampered, unsigned
 
 
 def echoed_headers(response) -> dict[str, str]:
