@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import uuid
+
 import httpx
 import pytest
 import redis
@@ -11,6 +13,7 @@ from scripts.stack import SERVICES, Stack
 from tests.support import free_port
 
 ADMIN = ("chief", "Ch1ef!admin")
+PASSWORD = "Sh1ft!work"
 E2E_REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
@@ -40,3 +43,42 @@ def stack(backend):
 def gw(stack):
     with httpx.Client(base_url=stack.url() + "/api/v1", timeout=10) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def gw_session(stack):
+    """A client for module-scoped set-up (users, tokens)."""
+    with httpx.Client(base_url=stack.url() + "/api/v1", timeout=10) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(gw, username, password=PASSWORD) -> httpx.Response:
+    return gw.post("/auth/login", json={"username": username, "password": password})
+
+
+def new_name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def admin_token(stack):
+    with httpx.Client(base_url=stack.url() + "/api/v1") as client:
+        response = login(client, *ADMIN)
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def create(gw, admin_token, role, area=None) -> dict:
+    name = new_name(role[:4])
+    body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD, "role": role}
+    if area:
+        body["dispatch_area"] = area
+    response = gw.post("/users", json=body, headers=bearer(admin_token))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+

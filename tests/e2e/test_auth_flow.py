@@ -1,8 +1,7 @@
-"""The foundation issue's acceptance steps, through the gateway only, as a new user and an SRE would."""
+"""The foundation issue's acceptance steps (auth, gateway, probes), through the gateway only."""
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -10,40 +9,9 @@ import jwt
 import pytest
 
 from services.auth.keys import SigningKey
-from tests.e2e.conftest import ADMIN
+from tests.e2e.conftest import ADMIN, PASSWORD, bearer, create, login, new_name
 
 pytestmark = pytest.mark.e2e
-PASSWORD = "Sh1ft!work"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def login(gw, username, password=PASSWORD) -> httpx.Response:
-    return gw.post("/auth/login", json={"username": username, "password": password})
-
-
-def new_name(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def admin_token(stack):
-    with httpx.Client(base_url=stack.url() + "/api/v1") as client:
-        response = login(client, *ADMIN)
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
-def create(gw, admin_token, role, area=None) -> dict:
-    name = new_name(role[:4])
-    body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD, "role": role}
-    if area:
-        body["dispatch_area"] = area
-    response = gw.post("/users", json=body, headers=bearer(admin_token))
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def test_admin_creates_a_dispatcher_and_a_biller_who_each_see_themselves(gw, admin_token):
