@@ -170,3 +170,8 @@ def get_idempotent(session: Session, user_id: int, key: str) -> IdempotentReques
 def save_idempotent(session: Session, record: IdempotentRequest) -> None:
     session.add(record)
     session.flush()
+
+
+def purge_idempotent(session: Session, before: datetime) -> int:
+    """Forget idempotency keys older than `before` (retries come within seconds, not days)."""
+    return session.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < before)).rowcount

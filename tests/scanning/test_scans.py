@@ -1,5 +1,9 @@
 """Parent and child scans: every rule of SPEC §2 and its status, on SQLite and PostgreSQL."""
+from datetime import timedelta
+
+from services.scanning import repository as repo
 from services.scanning.models import Bag, IdempotentRequest, Scan
+from shared.timeutil import utcnow
 from tests.scanning.conftest import ADMIN, AKOLA, BILLER, JAIPUR
 
 
@@ -140,3 +144,12 @@ def test_scan_bodies_are_validated(api):
     assert api.client.post("/scans/parent", json={"qr_id": "SB00001", "colour": "red"}, headers=headers).status_code == 422
     assert api.client.post("/scans/parent", content=b"SB00001", headers=headers).status_code in (400, 422)
     assert api.client.post("/scans/parent", json={"qr_id": "SB00001"}).status_code == 401
+
+
+def test_old_idempotency_keys_are_purged(api):
+    api.parent("SB00001", scan_id="old-one")
+    with api.app.state.db.session() as session:
+        assert repo.purge_idempotent(session, utcnow() - timedelta(hours=1)) == 0
+        assert repo.purge_idempotent(session, utcnow() + timedelta(seconds=1)) == 1
+        session.commit()
+    assert api.parent("SB00001", scan_id="old-one").headers["Idempotent-Replayed"] == "false"
