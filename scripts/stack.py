@@ -4,7 +4,9 @@ Used by `make run`, the end-to-end tests and the benchmarks, so all three run th
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -64,7 +66,8 @@ class Stack:
         while pending:
             for name, proc in list(pending.items()):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
+                    raise RuntimeError(f"{name} exited with {proc.returncode}: {self.last_error(name)}\n"
+                                       f"(full log: {self.log_dir / (name + '.log')})")
                 try:
                     if httpx.get(self.url(name) + "/ready", timeout=1).status_code == 200:
                         del pending[name]
@@ -73,6 +76,22 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not ready after {timeout}s: {', '.join(pending)}; see {self.log_dir}")
             time.sleep(0.1)
+
+    def last_error(self, name: str) -> str:
+        """The last error a process logged (JSON lines), so a failed start says why without opening the log."""
+        try:
+            lines = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "no log"
+        for line in reversed(lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") == "error" and "startup failed" not in entry.get("msg", ""):
+                raised = [l for l in entry["msg"].splitlines() if re.match(r"^[\w.]+(Error|Exception): ", l)]
+                return raised[-1] if raised else entry["msg"].strip().splitlines()[-1]
+        return lines[-1] if lines else "no log"
 
     def dead(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is not None]

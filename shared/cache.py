@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 log = logging.getLogger("bagtrack.cache")
 
@@ -44,6 +45,10 @@ class MemoryCache:
             if len(self._data) >= self._max_entries:
                 self._evict_expired()
             self._data[key] = (time.monotonic() + ttl, data)
+
+    async def aget(self, key: str) -> bytes | None:
+        """`get` for async code (no I/O here, so no thread hop)."""
+        return self.get(key)
 
     def tombstone(self, keys, hold: float) -> None:
         now = time.monotonic()
@@ -105,6 +110,9 @@ class RedisCache:
         self._client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
         )
+        self._async_client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+        )
         self._fallback = MemoryCache(namespace)
         self._down_until = 0.0
         self._retry_after = retry_after
@@ -123,6 +131,16 @@ class RedisCache:
             return None
         try:
             return self._client.get(self._prefix + key)
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+
+    async def aget(self, key: str) -> bytes | None:
+        """`get` on the event loop (redis.asyncio): a hot read path then needs no thread hop."""
+        if not self.available:
+            return None
+        try:
+            return await self._async_client.get(self._prefix + key)
         except redis.RedisError as exc:
             self._failed(exc)
             return None
@@ -189,6 +207,9 @@ class RedisCache:
 
     def close(self) -> None:
         self._client.close()
+
+    async def aclose(self) -> None:
+        await self._async_client.aclose()
 
 
 Cache = MemoryCache | RedisCache

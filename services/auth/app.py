@@ -5,6 +5,7 @@ import logging
 
 import anyio
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from services.auth import service
 from services.auth.api import auth, users
@@ -57,8 +58,11 @@ async def _first_admin(app: FastAPI) -> None:
                 user = service.ensure_first_admin(session=session, ctx=app.state.auth, username=settings.admin_username,
                                                   password=settings.admin_password.get_secret_value(),
                                                   email=settings.admin_email)
-        except (ProblemError, ValueError) as exc:
-            raise RuntimeError(f"cannot create the first admin from BAGTRACK_ADMIN_*: {getattr(exc, 'detail', exc)}") from exc
+        except ProblemError as exc:
+            raise RuntimeError(f"cannot create the first admin from BAGTRACK_ADMIN_*: {exc.detail}") from exc
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise RuntimeError(f"cannot create the first admin from BAGTRACK_ADMIN_*: {reasons}") from exc
         if user:
             log.info("created first admin %r from BAGTRACK_ADMIN_USERNAME", user.username)
 

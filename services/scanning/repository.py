@@ -99,14 +99,19 @@ def add_scan(session: Session, scan: Scan) -> None:
     session.add(scan)
 
 
-def bags_query(*, after_id: int | None = None, limit: int | None = None, type_: str | None = None,
-               status: str | None = None, area: str | None = None, created_from: datetime | None = None,
-               created_to: datetime | None = None, qr_prefix: str | None = None,
-               parent_qr: str | None = None) -> Select:
-    """Bags newest first (by id, an index on every filter path), each with its parent's QR."""
-    query = (select(Bag, Parent.qr_id.label("parent_qr"))
-             .outerjoin(Parent, Parent.id == Bag.parent_id)
-             .order_by(Bag.id.desc()))
+def bags_query(*, after_id: int | None = None, after_qr: str | None = None, limit: int | None = None,
+               type_: str | None = None, status: str | None = None, area: str | None = None,
+               created_from: datetime | None = None, created_to: datetime | None = None,
+               qr_prefix: str | None = None, parent_qr: str | None = None) -> Select:
+    """Bags, each with its parent's QR: newest first (keyset on id), or — for a QR prefix search — in QR order
+    (keyset on qr_id), so the search walks the QR index from the prefix instead of every newer bag."""
+    query = select(Bag, Parent.qr_id.label("parent_qr")).outerjoin(Parent, Parent.id == Bag.parent_id)
+    if qr_prefix:
+        query = query.where(Bag.qr_id.startswith(qr_prefix, autoescape=True)).order_by(Bag.qr_id)
+        if after_qr is not None:
+            query = query.where(Bag.qr_id > after_qr)
+    else:
+        query = query.order_by(Bag.id.desc())
     if after_id is not None:
         query = query.where(Bag.id < after_id)
     if type_:
@@ -119,8 +124,6 @@ def bags_query(*, after_id: int | None = None, limit: int | None = None, type_: 
         query = query.where(Bag.created_at >= created_from)
     if created_to:
         query = query.where(Bag.created_at < created_to)
-    if qr_prefix:
-        query = query.where(Bag.qr_id.startswith(qr_prefix, autoescape=True))
     if parent_qr:
         query = query.where(Parent.qr_id == parent_qr)
     return query.limit(limit) if limit else query

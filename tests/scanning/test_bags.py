@@ -183,3 +183,12 @@ def test_csv_export_streams_every_bag_for_admins_only(api):
     assert len(rows) == 4
     assert {r["parent_qr"] for r in rows if r["type"] == "child"} == {"SB00001"}
     assert api.client.get("/bags/export.csv", headers=api.headers(BILLER)).status_code == 403
+
+
+def test_a_qr_prefix_search_pages_in_qr_order(api):
+    api.fill("SB00001", 5)
+    found = _all_pages(api, "/bags", q="ch0000", limit=2)
+    assert [b["qr_id"] for b in found] == [f"CH00001{i:03d}" for i in range(5)]
+    assert api.client.get("/bags", params={"q": "CH", "cursor": api.client.get(
+        "/bags", params={"limit": 1}, headers=api.headers(ADMIN)).json()["next_cursor"]},
+        headers=api.headers(ADMIN)).status_code == 400  # an id cursor is not a QR cursor

@@ -83,8 +83,10 @@ def _csv_rows(db: Database, filters: dict) -> Iterator[str]:
 
 
 @router.get("/{qr_id}", response_model=BagOut)
-def get_bag(qr_id: Qr, db: DbDep, ctx: ContextDep, principal: Anyone) -> dict:
-    return service.lookup(db=db, ctx=ctx, principal=principal, raw_qr=qr_id)
+async def get_bag(qr_id: Qr, db: DbDep, ctx: ContextDep, principal: Anyone) -> Response:
+    # The body is already BagOut's JSON (cached as such); returning it as-is skips a parse and a re-validation.
+    raw = await service.lookup(db=db, ctx=ctx, principal=principal, raw_qr=qr_id)
+    return Response(raw, media_type="application/json")
 
 
 @router.delete("/{qr_id}", status_code=204)
