@@ -9,6 +9,7 @@ import hashlib
 import json
 from typing import Callable
 
+from fastapi import Response
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -33,9 +34,23 @@ def pick_key(body_key: str | None, header_key: str | None) -> str | None:
     return body_key or header_key
 
 
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
 def run_write(*, db: Database, cache: Cache, principal: Principal, key: str | None, operation: str,
-              request: dict, action: Callable[[Session], BaseModel]) -> tuple[dict, bool]:
-    """Run `action` in one transaction and commit; returns (answer, replayed)."""
+              request: dict, action: Callable[[Session], BaseModel], response: Response) -> dict:
+    """Run `action` in one transaction and commit, or replay the answer recorded for `key`.
+
+    Sets `Idempotent-Replayed: true|false` on `response`.
+    """
+    answer, replayed = _run(db=db, cache=cache, principal=principal, key=key, operation=operation,
+                            request=request, action=action)
+    response.headers[REPLAYED_HEADER] = "true" if replayed else "false"
+    return answer
+
+
+def _run(*, db: Database, cache: Cache, principal: Principal, key: str | None, operation: str,
+         request: dict, action: Callable[[Session], BaseModel]) -> tuple[dict, bool]:
     fingerprint = hashlib.sha256(json.dumps([operation, request], sort_keys=True).encode()).hexdigest()
     with db.session() as session:
         if key:

@@ -101,10 +101,8 @@ def delete_bag(qr_id: Qr, request: Request, db: DbDep, ctx: ContextDep, principa
 @router.delete("/{parent_qr}/children/{child_qr}", response_model=ScanResult)
 def unlink_child(parent_qr: Qr, child_qr: Qr, db: DbDep, ctx: ContextDep, principal: Anyone, response: Response,
                  idempotency_key: IdempotencyKey = None) -> dict:
-    answer, replayed = run_write(
+    return run_write(
         db=db, cache=ctx.cache, principal=principal, key=idempotency_key, operation="unlink",
-        request={"parent_qr": parent_qr, "child_qr": child_qr},
+        request={"parent_qr": parent_qr, "child_qr": child_qr}, response=response,
         action=lambda session: service.unlink_child(session=session, ctx=ctx, principal=principal,
                                                     raw_parent=parent_qr, raw_child=child_qr))
-    response.headers["Idempotent-Replayed"] = str(replayed).lower()
-    return answer

@@ -15,31 +15,24 @@ from shared.pagination import MAX_LIMIT, Page
 
 router = APIRouter(prefix="/scans", tags=["scans"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 
-REPLAYED = "Idempotent-Replayed"
-
-
 @router.post("/parent", response_model=ScanResult)
 def scan_parent(body: ParentScanIn, db: DbDep, ctx: ContextDep, principal: Scanner, response: Response,
                 idempotency_key: IdempotencyKey = None) -> dict:
-    answer, replayed = run_write(
+    return run_write(
         db=db, cache=ctx.cache, principal=principal, key=pick_key(body.scan_id, idempotency_key),
-        operation="scan-parent", request=body.model_dump(exclude={"scan_id"}),
+        operation="scan-parent", request=body.model_dump(exclude={"scan_id"}), response=response,
         action=lambda session: service.record_parent_scan(session=session, ctx=ctx, principal=principal,
                                                           raw_qr=body.qr_id, area=body.dispatch_area))
-    response.headers[REPLAYED] = str(replayed).lower()
-    return answer
 
 
 @router.post("/child", response_model=ScanResult)
 def scan_child(body: ChildScanIn, db: DbDep, ctx: ContextDep, principal: Scanner, response: Response,
                idempotency_key: IdempotencyKey = None) -> dict:
-    answer, replayed = run_write(
+    return run_write(
         db=db, cache=ctx.cache, principal=principal, key=pick_key(body.scan_id, idempotency_key),
-        operation="scan-child", request=body.model_dump(exclude={"scan_id"}),
+        operation="scan-child", request=body.model_dump(exclude={"scan_id"}), response=response,
         action=lambda session: service.record_child_scan(session=session, ctx=ctx, principal=principal,
                                                          raw_parent=body.parent_qr, raw_child=body.child_qr))
-    response.headers[REPLAYED] = str(replayed).lower()
-    return answer
 
 
 @router.get("", response_model=Page[ScanOut])
