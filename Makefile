@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test venv tools migrate create-admin bench clean
+.PHONY: run test venv tools migrate create-admin bench seed bench-scanning clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -27,6 +27,14 @@ create-admin: venv
 # Benchmarks print figures; they are not part of `make test`.
 bench: venv tools
 	@$(PY) bench/gateway_hop.py
+
+# Load BAGS bags (default 1.8 M) into the scanning database of DATABASE_URL (SQLite under var/ when unset).
+seed: venv
+	@$(PY) -m services.scanning.seed --bags $${BAGS:-1800000}
+
+# Lookups and child scans through the gateway with 1.8 M bags in PostgreSQL (seeded once, then reused).
+bench-scanning: venv tools
+	@$(PY) bench/scanning.py
 
 clean:
 	rm -rf var .pytest_cache

@@ -18,7 +18,9 @@ def upgrade() -> None:
     op.create_table(
         "bags",
         sa.Column("id", BigId, sa.Identity() if is_pg else None, primary_key=True),
-        sa.Column("qr_id", sa.String(32), nullable=False),
+        # Byte-order collation on PostgreSQL: QRs are upper-case ASCII, and with "C" one plain btree index
+        # serves equality, `LIKE 'SB12%'` prefix search *and* ORDER BY qr_id (text_pattern_ops cannot sort).
+        sa.Column("qr_id", sa.String(32, collation="C") if is_pg else sa.String(32), nullable=False),
         sa.Column("type", sa.String(8), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("dispatch_area", sa.String(64), nullable=False),
@@ -35,9 +37,7 @@ def upgrade() -> None:
         sa.CheckConstraint("type = 'child' OR parent_id IS NULL", name="ck_bags_only_children_have_parents"),
         sa.CheckConstraint("child_count >= 0 AND child_count <= COALESCE(capacity, 0)", name="ck_bags_capacity"),
     )
-    # text_pattern_ops lets `qr_id LIKE 'SB12%'` (prefix search) use the unique index on PostgreSQL.
-    op.create_index("uq_bags_qr_id", "bags", ["qr_id"], unique=True,
-                    postgresql_ops={"qr_id": "text_pattern_ops"})
+    op.create_index("uq_bags_qr_id", "bags", ["qr_id"], unique=True)
     op.create_index("ix_bags_parent_id", "bags", ["parent_id"])
     op.create_index("ix_bags_area_id", "bags", ["dispatch_area", "id"])
     op.create_index("ix_bags_type_status_id", "bags", ["type", "status", "id"])
