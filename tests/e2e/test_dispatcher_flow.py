@@ -3,7 +3,9 @@ read history; another area stays out of reach; retries land once; a biller delet
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import bearer, create, login
@@ -95,3 +97,28 @@ def test_a_biller_deletes_an_empty_parent_but_not_a_full_one(gw, people, codes):
     assert gw.delete(f"/bags/{other}", headers=people["jaipur"]).status_code == 403
     assert gw.delete(f"/bags/{other}", headers=biller).status_code == 204
     assert gw.get(f"/bags/{other}", headers=biller).status_code == 404
+
+
+def test_parallel_scans_through_the_gateway_never_overfill_or_double_link(gw, stack, people):
+    me = people["jaipur"]
+    parent, rival = f"M444-{random.randint(10_000, 99_999)}", f"M444-{random.randint(10_000, 99_999)}"
+    for qr in (parent, rival):
+        gw.post("/scans/parent", json={"qr_id": qr}, headers=me)
+    for i in range(13):
+        gw.post("/scans/child", json={"parent_qr": parent, "child_qr": f"P{parent[-5:]}{i:02d}"}, headers=me)
+
+    def scan(body):
+        with httpx.Client(base_url=stack.url() + "/api/v1", timeout=10) as client:
+            return client.post("/scans/child", json=body, headers=me).status_code
+
+    racers = [{"parent_qr": parent, "child_qr": f"R{parent[-5:]}{i:02d}"} for i in range(8)]
+    twins = [{"parent_qr": qr, "child_qr": f"T{parent[-5:]}X"} for qr in (parent, rival)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(scan, racers + twins))
+    assert set(statuses) <= {200, 409} and statuses.count(200) <= 3
+    full = gw.get(f"/bags/{parent}", headers=me).json()
+    other = gw.get(f"/bags/{rival}", headers=me).json()
+    assert full["child_count"] == len(full["children"]) == 15 and full["status"] == "completed"
+    twin = gw.get(f"/bags/T{parent[-5:]}X", headers=me).json()
+    assert twin["parent_qr"] in (parent, rival)
+    assert (f"T{parent[-5:]}X" in full["children"]) + (f"T{parent[-5:]}X" in other["children"]) == 1
