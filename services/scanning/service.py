@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
@@ -71,6 +72,19 @@ def child_code(ctx: ScanningContext, raw: str) -> str:
         raise InvalidQr(f"{qr or raw!r} is not a child QR: 4-20 characters of A-Z, 0-9 and '-'", qr_id=qr)
     if kind.is_parent:
         raise InvalidQr(f"{qr} is a parent QR; it cannot be packed into another parent", qr_id=qr)
+    return qr
+
+
+_FILTER_QR = re.compile(r"^[A-Z0-9-]{1,32}$")
+
+
+def filter_code(raw: str | None) -> str | None:
+    """A QR (or QR prefix) used as a list filter: normalised, and only the characters codes are made of."""
+    if not raw:
+        return None
+    qr = normalize_qr(raw)
+    if not _FILTER_QR.match(qr):
+        raise InvalidQr(f"{raw!r} cannot be part of a bag QR (A-Z, 0-9 and '-' only)")
     return qr
 
 
@@ -304,10 +318,10 @@ def _after(cursor: str | None, kind: type) -> int | str | None:
 def list_bags(*, session: Session, principal: Principal, limit: int, cursor: str | None, q: str | None,
               parent_qr: str | None, **filters) -> Page[BagOut]:
     filters["area"] = scoped_area(principal, filters.get("area"))
-    prefix = normalize_qr(q) if q else None
+    prefix = filter_code(q)
     position = {"after_qr": _after(cursor, str)} if prefix else {"after_id": _after(cursor, int)}
     rows = repo.list_bags(session, limit=limit + 1, qr_prefix=prefix,
-                          parent_qr=normalize_qr(parent_qr) if parent_qr else None, **position, **filters)
+                          parent_qr=filter_code(parent_qr), **position, **filters)
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1][0] if rows else None
@@ -319,7 +333,7 @@ def list_scans(*, session: Session, principal: Principal, limit: int, cursor: st
                **filters) -> Page[ScanOut]:
     filters["area"] = scoped_area(principal, filters.get("area"))
     scans = repo.list_scans(session, after_id=_after(cursor, int), limit=limit + 1,
-                            qr=normalize_qr(qr) if qr else None, **filters)
+                            qr=filter_code(qr), **filters)
     more = len(scans) > limit
     scans = scans[:limit]
     return Page(items=[ScanOut.model_validate(s) for s in scans],

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Response
 
 from services.auth import repository as repo
 from services.auth import service
 from services.auth.deps import AdminUser, ContextDep, CurrentUser, DbDep
 from services.auth.schemas import PasswordChange, Role, UserCreate, UserPublic, UserUpdate
 from shared.errors import Forbidden, problem_responses
-from shared.pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from shared.pagination import Page, decode_cursor, encode_cursor
+from shared.params import Area, Cursor, Limit, Username
 
 router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 
@@ -21,12 +22,12 @@ UserId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 def list_users(
     db: DbDep,
     _: AdminUser,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: str | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
     role: Role | None = None,
-    dispatch_area: Annotated[str | None, Query(max_length=64)] = None,
+    dispatch_area: Area = None,
     is_active: bool | None = None,
-    q: Annotated[str | None, Query(max_length=32, description="text in the username")] = None,
+    q: Username = None,
 ) -> Page[UserPublic]:
     after = decode_cursor(cursor)
     after_id = int(after[0]) if after and str(after[0]).isdigit() and len(str(after[0])) < 10 else None

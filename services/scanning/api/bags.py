@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
 from typing import Annotated, Iterator
 
 import anyio
@@ -19,7 +18,8 @@ from services.scanning.schemas import BagOut, BagStatus, BagType, ScanResult
 from shared.db import Database
 from shared.errors import problem_responses
 from shared.http import forwarded_headers
-from shared.pagination import MAX_LIMIT, Page
+from shared.pagination import Page
+from shared.params import Area, Cursor, Limit, Since, Until
 
 router = APIRouter(prefix="/bags", tags=["bags"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 
@@ -32,13 +32,13 @@ CSV_COLUMNS = ("qr_id", "type", "status", "dispatch_area", "child_count", "capac
 def list_bags(
     db: DbDep,
     principal: Anyone,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
     type: BagType | None = None,
     status: BagStatus | None = None,
-    dispatch_area: Annotated[str | None, Query(max_length=64)] = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    dispatch_area: Area = None,
+    created_from: Since = None,
+    created_to: Until = None,
     q: Annotated[str | None, Query(max_length=64, description="QR prefix")] = None,
     parent_qr: Annotated[str | None, Query(max_length=64, description="children of this parent")] = None,
 ) -> Page[BagOut]:
@@ -54,9 +54,9 @@ def export_csv(
     _: Admin,
     type: BagType | None = None,
     status: BagStatus | None = None,
-    dispatch_area: Annotated[str | None, Query(max_length=64)] = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    dispatch_area: Area = None,
+    created_from: Since = None,
+    created_to: Until = None,
 ) -> StreamingResponse:
     """Every matching bag as CSV, streamed through a server-side cursor: no row cap, flat memory."""
     filters = dict(type_=type, status=status, area=dispatch_area.lower() if dispatch_area else None,

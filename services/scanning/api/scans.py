@@ -1,7 +1,6 @@
 """Parent and child scans (idempotent writes) and the scan history."""
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -11,7 +10,8 @@ from services.scanning.deps import Anyone, ContextDep, DbDep, IdempotencyKey, Sc
 from services.scanning.idempotency import pick_key, run_write
 from services.scanning.schemas import ChildScanIn, ParentScanIn, ScanKind, ScanOut, ScanResult
 from shared.errors import problem_responses
-from shared.pagination import MAX_LIMIT, Page
+from shared.pagination import Page
+from shared.params import Area, Cursor, Limit, Since, Until, Username
 
 router = APIRouter(prefix="/scans", tags=["scans"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 
@@ -39,14 +39,14 @@ def scan_child(body: ChildScanIn, db: DbDep, ctx: ContextDep, principal: Scanner
 def scan_history(
     db: DbDep,
     principal: Anyone,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
     kind: ScanKind | None = None,
-    dispatch_area: Annotated[str | None, Query(max_length=64)] = None,
-    username: Annotated[str | None, Query(max_length=32)] = None,
+    dispatch_area: Area = None,
+    username: Username = None,
     qr: Annotated[str | None, Query(max_length=64, description="scans of this bag, as parent or child")] = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    created_from: Since = None,
+    created_to: Until = None,
 ) -> Page[ScanOut]:
     with db.session(read_only=True) as session:
         return service.list_scans(session=session, principal=principal, limit=limit, cursor=cursor, qr=qr,
