@@ -192,3 +192,14 @@ def test_a_qr_prefix_search_pages_in_qr_order(api):
     assert api.client.get("/bags", params={"q": "CH", "cursor": api.client.get(
         "/bags", params={"limit": 1}, headers=api.headers(ADMIN)).json()["next_cursor"]},
         headers=api.headers(ADMIN)).status_code == 400  # an id cursor is not a QR cursor
+
+
+def test_hostile_filters_are_422_not_database_errors(api):
+    # An odd offset is a valid instant: it is converted to UTC here, not handed to the database.
+    assert api.client.get("/bags?created_from=2000-01-01T00:30:29-22:53", headers=api.headers(ADMIN)).status_code == 200
+    for query in ("created_to=0001-01-01T00:00:00%2B05:00",
+                  "dispatch_area=%ED%A0%80", "q=%ED%A0%80", "parent_qr=SB%2700001", "cursor=%00"):
+        response = api.client.get(f"/bags?{query}", headers=api.headers(ADMIN))
+        assert response.status_code == 422, (query, response.text)
+    assert api.client.get("/scans?username=%27%3B--", headers=api.headers(ADMIN)).status_code == 422
+    assert api.client.get("/bags?q=", headers=api.headers(ADMIN)).status_code == 200
