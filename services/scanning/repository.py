@@ -99,13 +99,20 @@ def add_scan(session: Session, scan: Scan) -> None:
     session.add(scan)
 
 
+# What a CSV export row holds, in its column order.
+EXPORT_COLUMNS = (Bag.qr_id, Bag.type, Bag.status, Bag.dispatch_area, Bag.child_count, Bag.capacity,
+                  Parent.qr_id.label("parent_qr"), Bag.created_by, Bag.created_at)
+
+
 def bags_query(*, after_id: int | None = None, after_qr: str | None = None, limit: int | None = None,
                type_: str | None = None, status: str | None = None, area: str | None = None,
                created_from: datetime | None = None, created_to: datetime | None = None,
-               qr_prefix: str | None = None, parent_qr: str | None = None) -> Select:
+               qr_prefix: str | None = None, parent_qr: str | None = None, columns=None) -> Select:
     """Bags, each with its parent's QR: newest first (keyset on id), or — for a QR prefix search — in QR order
-    (keyset on qr_id), so the search walks the QR index from the prefix instead of every newer bag."""
-    query = select(Bag, Parent.qr_id.label("parent_qr")).outerjoin(Parent, Parent.id == Bag.parent_id)
+    (keyset on qr_id), so the search walks the QR index from the prefix instead of every newer bag.
+
+    `columns` selects plain columns instead of Bag objects (the export: no ORM object per row)."""
+    query = select(*(columns or (Bag, Parent.qr_id.label("parent_qr")))).outerjoin(Parent, Parent.id == Bag.parent_id)
     if qr_prefix:
         query = query.where(Bag.qr_id.startswith(qr_prefix, autoescape=True)).order_by(Bag.qr_id)
         if after_qr is not None:
@@ -133,11 +140,10 @@ def list_bags(session: Session, **filters) -> list[tuple[Bag, str | None]]:
     return [(row[0], row[1]) for row in session.execute(bags_query(**filters))]
 
 
-def stream_bags(session: Session, batch: int = 2000, **filters) -> Iterator[tuple[Bag, str | None]]:
-    """Every matching bag through a server-side cursor: memory stays flat however many rows there are."""
-    result = session.execute(bags_query(**filters).execution_options(yield_per=batch, stream_results=True))
-    for row in result:
-        yield row[0], row[1]
+def stream_export_rows(session: Session, batch: int = 5000, **filters) -> Iterator[tuple]:
+    """Every matching bag as a row of EXPORT_COLUMNS, through a server-side cursor: flat memory at any size."""
+    query = bags_query(columns=EXPORT_COLUMNS, **filters).execution_options(yield_per=batch, stream_results=True)
+    yield from session.execute(query)
 
 
 def scans_query(*, after_id: int | None = None, limit: int | None = None, kind: str | None = None,

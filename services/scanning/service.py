@@ -97,11 +97,16 @@ def any_code(ctx: ScanningContext, raw: str) -> str:
 
 # --- views -------------------------------------------------------------------------------------------
 
+def weight_kg(bag_type: str, child_count: int) -> int:
+    """1 kg a child: a parent weighs what it holds."""
+    return child_count if bag_type == "parent" else 1
+
+
 def bag_out(bag: Bag, parent_qr: str | None, children: list[str] | None = None) -> BagOut:
     return BagOut(
         qr_id=bag.qr_id, type=bag.type, status=bag.status, dispatch_area=bag.dispatch_area,
         child_count=bag.child_count, capacity=bag.capacity,
-        weight_kg=bag.child_count if bag.type == "parent" else 1,
+        weight_kg=weight_kg(bag.type, bag.child_count),
         parent_qr=parent_qr, children=children, created_by=bag.created_by, created_at=bag.created_at,
     )
 

@@ -20,6 +20,7 @@ from shared.errors import problem_responses
 from shared.http import forwarded_headers
 from shared.pagination import Page
 from shared.params import Area, Cursor, Limit, Since, Until
+from shared.timeutil import as_utc
 
 router = APIRouter(prefix="/bags", tags=["bags"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 
@@ -70,12 +71,12 @@ def _csv_rows(db: Database, filters: dict) -> Iterator[str]:
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     with db.session(read_only=True) as session:
-        for n, (bag, parent_qr) in enumerate(repo.stream_bags(session, **filters), start=1):
-            out = service.bag_out(bag, parent_qr)
-            writer.writerow([out.qr_id, out.type, out.status, out.dispatch_area, out.child_count,
-                             "" if out.capacity is None else out.capacity, out.weight_kg, out.parent_qr or "",
-                             out.created_by, out.created_at.isoformat()])
-            if n % 500 == 0:
+        for n, (qr, type_, status, area, count, capacity, parent_qr, by, at) in enumerate(
+                repo.stream_export_rows(session, **filters), start=1):
+            writer.writerow((qr, type_, status, area, count, "" if capacity is None else capacity,
+                             service.weight_kg(type_, count),
+                             parent_qr or "", by, as_utc(at).isoformat()))
+            if n % 1000 == 0:
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
