@@ -246,25 +246,32 @@ def delete_bag(*, db: Database, ctx: ScanningContext, principal: Principal, raw_
                bill_of: Callable[[str], str | None]) -> None:
     """Delete an empty parent that is on no bill, or an unlinked child. Billing unreachable: 503, never a guess."""
     qr = any_code(ctx, raw_qr)
-    kind = classify(qr, ctx.settings)
-    # Asked before the transaction opens, so no database connection waits on another service.
-    bill = bill_of(qr) if kind.is_parent else None
+    with db.session(read_only=True) as session:
+        bag = _deletable(session, qr)
+        is_parent = bag.type == "parent"
+    # Asked between transactions, so no database connection waits on another service.
+    bill = bill_of(qr) if is_parent else None
+    if bill:
+        raise Conflict(f"parent {qr} is on bill {bill}; remove it from the bill first", bill_id=bill)
     with db.session() as session:
-        bag = repo.get_bag(session, qr)
-        if bag is None:
-            raise NotFound(f"no bag {qr}")
-        if bag.type == "parent" and bag.child_count:
-            raise Conflict(f"parent {qr} still holds {bag.child_count} children; unlink them first")
-        if bill:
-            raise Conflict(f"parent {qr} is on bill {bill}; remove it from the bill first", bill_id=bill)
-        if bag.type == "child" and bag.parent_id:
-            raise Conflict(f"child {qr} is on parent {repo.qr_of(session, bag.parent_id)}; unlink it first")
+        bag = _deletable(session, qr)  # again: it may have changed while billing answered
         repo.delete_bag(session, bag.id)
         touch(session, cache_key(qr))
         try:
             commit(session, ctx.cache)
-        except IntegrityError as exc:  # a child was linked to it meanwhile
+        except IntegrityError as exc:  # a child was linked to it in the last moment
             raise Conflict(f"parent {qr} gained a child meanwhile; unlink it first") from exc
+
+
+def _deletable(session: Session, qr: str) -> Bag:
+    bag = repo.get_bag(session, qr)
+    if bag is None:
+        raise NotFound(f"no bag {qr}")
+    if bag.type == "parent" and bag.child_count:
+        raise Conflict(f"parent {qr} still holds {bag.child_count} children; unlink them first")
+    if bag.type == "child" and bag.parent_id:
+        raise Conflict(f"child {qr} is on parent {repo.qr_of(session, bag.parent_id)}; unlink it first")
+    return bag
 
 
 # --- reads -------------------------------------------------------------------------------------------
