@@ -9,6 +9,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from gateway.config import GatewaySettings
+from gateway.openapi import MergedOpenApi
 from gateway.ops import router as ops_router
 from gateway.proxy import Proxy
 from gateway.routes import API_PREFIX
@@ -72,6 +73,7 @@ def create_app(settings: GatewaySettings | None = None) -> RequestContextMiddlew
 
     ops = FastAPI(title="bagtrack gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     ops.state.settings = settings
+    ops.state.openapi = MergedOpenApi()
     install_error_handlers(ops)
     ops.include_router(ops_router)
     gateway = Gateway(ops, proxy)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from shared.errors import ProblemError
 from shared.http import ResilientClient
@@ -63,3 +64,15 @@ async def _ping(client: ResilientClient, timeout: float) -> tuple[bool, str]:
 @router.get("/metrics", include_in_schema=False)
 async def metrics():
     return metrics_response()
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request) -> JSONResponse:
+    """Every public route of every service, as the gateway serves them (/api/v1/...)."""
+    clients = getattr(request.app.state, "clients", None) or {}
+    return JSONResponse(await request.app.state.openapi.document(clients))
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs() -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="bagtrack API")

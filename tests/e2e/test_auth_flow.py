@@ -1,6 +1,8 @@
 """The foundation issue's acceptance steps (auth, gateway, probes), through the gateway only."""
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
@@ -100,3 +102,19 @@ def test_gateway_and_every_service_answer_health_ready_and_metrics(stack):
 def test_oversized_body_is_413(gw):
     response = gw.post("/auth/login", content=b"x" * (1024 * 1024 + 1), headers={"content-type": "application/json"})
     assert response.status_code == 413
+
+
+def test_the_gateway_serves_one_openapi_document_for_every_public_route(stack):
+    document = httpx.get(stack.url() + "/openapi.json").json()
+    paths = document["paths"]
+    for path, method in (("/api/v1/auth/login", "post"), ("/api/v1/users/{user_id}", "patch"),
+                         ("/api/v1/scans/child", "post"), ("/api/v1/bags/{qr_id}", "get"),
+                         ("/api/v1/bags/export.csv", "get"), ("/api/v1/bills/parents/{parent_qr}", "get")):
+        assert method in paths[path], path
+    assert "security" not in paths["/api/v1/auth/login"]["post"]
+    assert paths["/api/v1/scans/child"]["post"]["security"] == [{"bearer": []}]
+    assert "ScanResult" in document["components"]["schemas"] and "UserPublic" in document["components"]["schemas"]
+    assert not any(p.endswith(("/health", "/ready", "/metrics")) for p in paths)
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(document)))
+    assert refs and refs <= set(document["components"]["schemas"])
+    assert "swagger" in httpx.get(stack.url() + "/docs").text.lower()
