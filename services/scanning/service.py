@@ -192,17 +192,19 @@ def record_child_scan(*, session: Session, ctx: ScanningContext, principal: Prin
         if child is not None and child.parent_id is not None:
             other = repo.qr_of(session, child.parent_id)
             raise ChildOnAnotherParent(f"child {child_qr} is already on parent {other}", parent_qr=other)
-        try:
-            if child is None:
+        # Lost races (the same child scanned onto a parent at this very moment) roll back and look again.
+        if child is None:
+            try:
                 child = repo.insert_bag(session, Bag(
                     qr_id=child_qr, type="child", status="completed", dispatch_area=parent.dispatch_area,
                     capacity=None, child_count=0, parent_id=parent.id, linked_by=principal.user_id, linked_at=now,
                     created_by=principal.username, created_at=now, updated_at=now))
-            elif not repo.link_child(session, child.id, parent.id, area=parent.dispatch_area,
-                                     user_id=principal.user_id, now=now):
-                raise IntegrityError("link", None, Exception("linked concurrently"))
-        except IntegrityError:
-            session.rollback()  # the same child was scanned onto a parent at this very moment: look again
+            except IntegrityError:
+                session.rollback()
+                continue
+        elif not repo.link_child(session, child.id, parent.id, area=parent.dispatch_area,
+                                 user_id=principal.user_id, now=now):
+            session.rollback()
             continue
         counts = repo.claim_parent_slot(session, parent.id, now)
         if counts is None:
@@ -231,7 +233,7 @@ def unlink_child(*, session: Session, ctx: ScanningContext, principal: Principal
         window = ctx.settings.unlink_window_seconds
         if child.linked_by != principal.user_id:
             raise Forbidden("dispatchers can undo only their own links; ask a biller or admin")
-        if as_utc(child.linked_at) + timedelta(seconds=window) < now:
+        if child.linked_at is None or as_utc(child.linked_at) + timedelta(seconds=window) < now:
             raise Forbidden(f"the {window // 60}-minute undo window has passed; ask a biller or admin")
     if not repo.unlink_child(session, child.id, parent.id, now):
         raise Conflict(f"child {child_qr} was unlinked or moved meanwhile")
