@@ -14,6 +14,7 @@ from gateway.ops import router as ops_router
 from gateway.proxy import Proxy
 from gateway.routes import API_PREFIX
 from shared.errors import install_error_handlers
+from shared.health import LivenessFastPath
 from shared.http import ResilientClient
 from shared.logging import configure_logging
 from shared.middleware import RequestContextMiddleware
@@ -77,7 +78,8 @@ def create_app(settings: GatewaySettings | None = None) -> RequestContextMiddlew
     install_error_handlers(ops)
     ops.include_router(ops_router)
     gateway = Gateway(ops, proxy)
-    return RequestContextMiddleware(gateway, service=settings.service_name, access_log_enabled=settings.access_log)
+    return RequestContextMiddleware(LivenessFastPath(gateway), service=settings.service_name,
+                                    access_log_enabled=settings.access_log)
 
 
 async def _load_signing_keys(verifier: TokenVerifier, auth: ResilientClient) -> None:

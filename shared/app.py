@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 from shared.cache import create_cache
 from shared.db import Database
 from shared.errors import install_error_handlers
+from shared.health import LivenessFastPath
 from shared.health import router as health_router
 from shared.http import ResilientClient
 from shared.logging import configure_logging
@@ -67,6 +68,7 @@ def create_service_app(
     app = FastAPI(title=title, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(LivenessFastPath)
     app.add_middleware(RequestContextMiddleware, service=service, access_log_enabled=settings.access_log)
     app.include_router(health_router)
     for router in routers:

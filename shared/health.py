@@ -11,6 +11,25 @@ from shared.metrics import metrics_response
 
 router = APIRouter(tags=["ops"])
 
+_HEALTH_BODY = b'{"status":"ok"}'
+_HEALTH_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_HEALTH_BODY)).encode())]
+
+
+class LivenessFastPath:
+    """Answers `GET /health` before any routing: liveness must be the cheapest request there is, so it stays
+    fast while the process is busy (a probe that times out under load restarts a healthy replica)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/health" and scope["method"] in ("GET", "HEAD"):
+            scope["route_template"] = "/health"
+            await send({"type": "http.response.start", "status": 200, "headers": _HEALTH_HEADERS})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else _HEALTH_BODY})
+            return
+        await self.app(scope, receive, send)
+
 ReadyCheck = tuple[str, Callable[[], None], bool]  # (name, blocking ping that raises on failure, critical?)
 
 
