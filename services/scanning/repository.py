@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, aliased
 from services.scanning.models import Bag, IdempotentRequest, Scan
 
 Parent = aliased(Bag, name="parent")
+Child = aliased(Bag, name="child")
 
 
 def get_bag(session: Session, qr: str) -> Bag | None:
@@ -18,6 +19,23 @@ def get_bag(session: Session, qr: str) -> Bag | None:
 
 def get_bag_by_id(session: Session, bag_id: int) -> Bag | None:
     return session.get(Bag, bag_id)
+
+
+def relatives_query(qr: str) -> Select:
+    """One row per child (or one row) of: the bag, its parent's QR, a child's QR."""
+    return (select(Bag, Parent.qr_id, Child.qr_id)
+            .outerjoin(Parent, Parent.id == Bag.parent_id)
+            .outerjoin(Child, Child.parent_id == Bag.id)
+            .where(Bag.qr_id == qr)
+            .order_by(Child.id))
+
+
+def bag_with_relatives(session: Session, qr: str) -> tuple[Bag | None, str | None, list[str]]:
+    """A bag, its parent's QR and its children's QRs, in one round trip (the lookup's cache-miss path)."""
+    rows = session.execute(relatives_query(qr)).all()
+    if not rows:
+        return None, None, []
+    return rows[0][0], rows[0][1], [row[2] for row in rows if row[2] is not None]
 
 
 def children_qrs(session: Session, parent_id: int) -> list[str]:

@@ -295,10 +295,10 @@ async def lookup(*, db: Database, ctx: ScanningContext, principal: Principal, ra
 
 def _load_view(db: Database, ctx: ScanningContext, qr: str) -> bytes:
     with db.session(read_only=True) as session:
-        bag = repo.get_bag(session, qr)
+        bag, parent_qr, children = repo.bag_with_relatives(session, qr)
         if bag is None:
             raise NotFound(f"no bag {qr}")
-        raw = bag_view(session, bag).model_dump_json().encode()
+        raw = bag_out(bag, parent_qr, children if bag.type == "parent" else None).model_dump_json().encode()
     ctx.cache.add(cache_key(qr), raw, ctx.settings.lookup_cache_seconds)
     return raw
 

@@ -73,6 +73,8 @@ def service_queries(s: Sample) -> list[tuple[str, Select, int | None]]:
         ("lookup by QR (get_bag)", select(Bag).where(Bag.qr_id == s.child_qr), None),
         ("a parent's children QRs (lookup view)", select(Bag.qr_id).where(Bag.parent_id == s.parent_id)
          .order_by(Bag.id), None),
+        ("lookup miss: a parent with its children (relatives_query)", repo.relatives_query(s.parent_qr), None),
+        ("lookup miss: a child with its parent (relatives_query)", repo.relatives_query(s.child_qr), None),
         ("dispatcher's default bag page (area)", repo.bags_query(area=s.area, limit=PAGE), PAGE),
         ("dispatcher's next page (area, after_id)", repo.bags_query(area=s.area, after_id=s.middle_id, limit=PAGE),
          PAGE),
