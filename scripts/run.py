@@ -49,7 +49,7 @@ def main() -> int:
                   f"       -d \"{{\\\"username\\\": \\\"{username}\\\", \\\"password\\\": \\\"$BAGTRACK_ADMIN_PASSWORD\\\"}}\"")
         elif not admin_exists():
             print("no admin exists yet. Create one (it asks for the password), then log in:")
-            print("  .venv/bin/python -m services.auth.cli create-admin --username admin")
+            print("  make create-admin ADMIN=admin")
             print("or restart with BAGTRACK_ADMIN_USERNAME and BAGTRACK_ADMIN_PASSWORD set.")
         else:
             print(f"log in: curl -s {api}/api/v1/auth/login -H 'content-type: application/json' "

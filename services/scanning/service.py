@@ -193,7 +193,8 @@ def record_child_scan(*, session: Session, ctx: ScanningContext, principal: Prin
             other = repo.qr_of(session, child.parent_id)
             raise ChildOnAnotherParent(f"child {child_qr} is already on parent {other}", parent_qr=other)
         # Lost races (the same child scanned onto a parent at this very moment) roll back and look again.
-        if child is None:
+        created = child is None
+        if created:
             try:
                 child = repo.insert_bag(session, Bag(
                     qr_id=child_qr, type="child", status="completed", dispatch_area=parent.dispatch_area,
@@ -214,7 +215,8 @@ def record_child_scan(*, session: Session, ctx: ScanningContext, principal: Prin
         repo.add_scan(session, _scan(principal, "child", parent_qr, child_qr, parent.dispatch_area, now))
         touch(session, cache_key(parent_qr), cache_key(child_qr))
         session.refresh(child)
-        return ScanResult(parent=bag_view(session, parent), child=bag_out(child, parent_qr), repeat=False)
+        return ScanResult(parent=bag_view(session, parent), child=bag_out(child, parent_qr), repeat=False,
+                          created=created)
     raise ServiceUnavailable("too much contention on this child; retry")
 
 

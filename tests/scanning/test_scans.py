@@ -42,7 +42,7 @@ def test_child_scan_creates_and_links_the_child(api):
     response = api.child("SB00001", "ch-0001")
     assert response.status_code == 200
     body = response.json()
-    assert body["repeat"] is False
+    assert body["repeat"] is False and body["created"] is True
     assert (body["parent"]["child_count"], body["parent"]["status"], body["parent"]["weight_kg"]) == (1, "in_progress", 1)
     assert body["parent"]["children"] == ["CH-0001"]
     child = body["child"]
