@@ -74,17 +74,31 @@ class Database:
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._autocommit_reads = self.read_engine.dialect.driver == "psycopg2"
 
     @contextmanager
     def session(self, *, read_only: bool = False) -> Iterator[Session]:
-        """A session that is rolled back unless the caller committed, and always closed."""
+        """A session that is rolled back unless the caller committed, and always closed.
+
+        `read_only=True` reads from the replica when one is configured and, on PostgreSQL, runs in autocommit:
+        no BEGIN and no ROLLBACK round trips around a lookup (each statement sees the latest commit).
+        """
         session = (self._read_sessions if read_only else self._sessions)()
+        raw = None
         try:
+            if read_only and self._autocommit_reads:
+                raw = session.connection().connection.dbapi_connection
+                raw.autocommit = True  # psycopg2: a client-side switch, no round trip
             yield session
         except BaseException:
             session.rollback()
             raise
         finally:
+            if raw is not None:
+                try:
+                    raw.autocommit = False  # back to transactions before the connection returns to the pool
+                except Exception:  # a broken connection is discarded by the pool anyway
+                    pass
             session.close()
 
     def ping(self) -> None:

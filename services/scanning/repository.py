@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterator
 
-from sqlalchemy import Select, case, delete, select, update
+from sqlalchemy import Select, bindparam, case, delete, select, update
 from sqlalchemy.orm import Session, aliased
 
 from services.scanning.models import Bag, IdempotentRequest, Scan
@@ -21,7 +21,7 @@ def get_bag_by_id(session: Session, bag_id: int) -> Bag | None:
     return session.get(Bag, bag_id)
 
 
-def relatives_query(qr: str) -> Select:
+def relatives_query(qr) -> Select:
     """One row per child (or one row) of: the bag, its parent's QR, a child's QR."""
     return (select(Bag, Parent.qr_id, Child.qr_id)
             .outerjoin(Parent, Parent.id == Bag.parent_id)
@@ -30,9 +30,13 @@ def relatives_query(qr: str) -> Select:
             .order_by(Child.id))
 
 
+# Built once: the hot lookup path skips rebuilding the statement and its cache key on every call.
+_RELATIVES = relatives_query(bindparam("qr"))
+
+
 def bag_with_relatives(session: Session, qr: str) -> tuple[Bag | None, str | None, list[str]]:
     """A bag, its parent's QR and its children's QRs, in one round trip (the lookup's cache-miss path)."""
-    rows = session.execute(relatives_query(qr)).all()
+    rows = session.execute(_RELATIVES, {"qr": qr}).all()
     if not rows:
         return None, None, []
     return rows[0][0], rows[0][1], [row[2] for row in rows if row[2] is not None]
