@@ -70,7 +70,8 @@ def _csv_rows(db: Database, filters: dict) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    with db.session(read_only=True) as session:
+    # A transaction, not an autocommit read: the server-side cursor lives in it, and the export is one snapshot.
+    with db.session() as session:
         for n, (qr, type_, status, area, count, capacity, parent_qr, by, at) in enumerate(
                 repo.stream_export_rows(session, **filters), start=1):
             writer.writerow((qr, type_, status, area, count, "" if capacity is None else capacity,
