@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +21,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import WRK_REPORT, reachable, run_wrk  # noqa: E402
 from scripts.stack import SERVICES, Stack  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
@@ -33,28 +32,14 @@ PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/bagtrack_bench"
 LUA = """
 local token = os.getenv("BENCH_TOKEN")
 if token and token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %.3f %.3f %.3f %.3f %d %d\\n", summary.requests, summary.duration,
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
-    latency.max / 1000, e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
-
-
-def reachable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+""" + WRK_REPORT
 
 
 def wrk(url: str, connections: int, script: Path, token: str = "") -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{SECONDS}s", "-s", str(script), url],
-                         env={**os.environ, "BENCH_TOKEN": token}, capture_output=True, text=True, check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
-    reqs, micros, p50, p95, p99, worst, non2xx, socket_errors = line.split()[1:]
-    return {"rps": int(reqs) / (int(micros) / 1e6), "p50": float(p50), "p95": float(p95), "p99": float(p99),
-            "max": float(worst), "non2xx": int(non2xx), "errors": int(socket_errors)}
+    result = run_wrk(url, connections=connections, seconds=SECONDS, script=script, env={"BENCH_TOKEN": token})
+    if result is None:
+        raise RuntimeError(f"wrk gave no result for {url}")
+    return result
 
 
 def main() -> int:

@@ -20,13 +20,10 @@ import asyncio
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import uuid
 from collections import Counter
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from sqlalchemy import create_engine, pool, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import WRK_REPORT, free_port, reachable, run_wrk  # noqa: E402
 from scripts.stack import SERVICES, Stack  # noqa: E402
 from services.scanning.seed import last_code_number, seed  # noqa: E402
 from shared.settings import derive_database_url  # noqa: E402
@@ -63,25 +61,7 @@ for line in io.lines(os.getenv("BENCH_QRS")) do qrs[#qrs + 1] = line end
 request = function()
   return wrk.format("GET", "/api/v1/bags/" .. qrs[math.random(#qrs)])
 end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %.3f %.3f %.3f %.3f %d %d\\n", summary.requests, summary.duration,
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
-    latency.max / 1000, e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
-
-
-def reachable(port: int) -> bool:
-    with closing(socket.socket()) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+""" + WRK_REPORT
 
 
 # --- data ----------------------------------------------------------------------------------------------------
@@ -311,15 +291,12 @@ def wrk_lookups(gateway: str, token: str, qrs: list[str], work_dir: Path) -> str
     script, qr_file = work_dir / "lookups.lua", work_dir / "qrs.txt"
     script.write_text(LUA)
     qr_file.write_text("\n".join(qrs) + "\n")
-    out = subprocess.run(["wrk", "-t1", "-c10", f"-d{WRK_SECONDS}s", "--timeout", "2s", "-s", str(script),
-                          gateway + "/api/v1/bags/"], env={**os.environ, "BENCH_TOKEN": token, "BENCH_QRS": str(qr_file)},
-                         capture_output=True, text=True, timeout=WRK_SECONDS + 30)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT")), None)
-    if line is None:
-        return f"wrk failed: {out.stdout}{out.stderr}"
-    reqs, micros, p50, p95, p99, worst, non2xx, errors = line.split()[1:]
-    return (f"{int(reqs) / (int(micros) / 1e6):,.0f} req/s, p50 {float(p50):.2f} ms, p95 {float(p95):.2f} ms, "
-            f"p99 {float(p99):.2f} ms, max {float(worst):.2f} ms, non-2xx {non2xx}, socket errors {errors}")
+    r = run_wrk(gateway + "/api/v1/bags/", connections=10, seconds=WRK_SECONDS, script=script,
+                env={"BENCH_TOKEN": token, "BENCH_QRS": str(qr_file)})
+    if r is None:
+        return "wrk failed"
+    return (f"{r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, p95 {r['p95']:.2f} ms, p99 {r['p99']:.2f} ms, "
+            f"max {r['max']:.2f} ms, non-2xx {r['non2xx']}, socket errors {r['errors']}")
 
 
 def rss_mb(pid: int) -> str:
