@@ -73,6 +73,21 @@ class ServiceUnavailable(ProblemError):
         super().__init__(detail, **kw)
 
 
+# Set on a 5xx that a service answers because something *it* depends on failed (billing, auth's keys):
+# callers' breakers then do not count it against the service, which itself is healthy.
+DEPENDENCY_FAILURE_HEADER = "X-Dependency-Failure"
+
+
+class DependencyUnavailable(ServiceUnavailable):
+    """503: a service this one needs could not answer; names it in DEPENDENCY_FAILURE_HEADER."""
+
+    slug = "dependency-unavailable"
+
+    def __init__(self, detail: str, *, dependency: str, retry_after: int = 2, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": str(retry_after), DEPENDENCY_FAILURE_HEADER: dependency})
+        super().__init__(detail, retry_after=retry_after, **kw)
+
+
 def problem_body(status: int, detail: str, *, slug: str | None = None, title: str | None = None, **extra: Any) -> dict:
     body = {
         "type": f"urn:bagtrack:problem:{slug}" if slug else "about:blank",

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Mapping
 import aiohttp
 
 from shared.breaker import AsyncCircuitBreaker, CircuitBreakerError
-from shared.errors import ProblemError, ServiceUnavailable
+from shared.errors import DEPENDENCY_FAILURE_HEADER, DependencyUnavailable, ProblemError
 from shared.logging import request_id_var
 from shared.metrics import BREAKER_STATE, UPSTREAM_LATENCY
 
@@ -26,12 +26,18 @@ log = logging.getLogger("bagtrack.http")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class UpstreamUnavailable(ServiceUnavailable):
+class UpstreamUnavailable(DependencyUnavailable):
     slug = "upstream-unavailable"
+
+    def __init__(self, detail: str, *, upstream: str, retry_after: int = 2) -> None:
+        super().__init__(detail, dependency=upstream, retry_after=retry_after)
 
 
 class UpstreamTimeout(ProblemError):
     status, slug = 504, "upstream-timeout"
+
+    def __init__(self, detail: str, *, upstream: str) -> None:
+        super().__init__(detail, headers={DEPENDENCY_FAILURE_HEADER: upstream})
 
 
 class UpstreamFailure(Exception):
@@ -126,7 +132,8 @@ class ResilientClient:
                 except CircuitBreakerError:
                     outcome = "breaker_open"
                     retry_after = max(1, round(self.breaker.seconds_until_retry()))
-                    raise UpstreamUnavailable(f"{self.name} is unavailable (circuit open)", retry_after=retry_after)
+                    raise UpstreamUnavailable(f"{self.name} is unavailable (circuit open)", upstream=self.name,
+                                              retry_after=retry_after)
                 try:
                     response = await self._session.request(method, url, headers=outgoing, params=params, data=data,
                                                            allow_redirects=False)
@@ -135,18 +142,18 @@ class ResilientClient:
                     # A connect timeout means "unreachable" (503, retryable), not "slow to answer" (504).
                     if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
                         outcome = "timeout"
-                        raise UpstreamTimeout(f"{self.name} did not answer in time") from exc
+                        raise UpstreamTimeout(f"{self.name} did not answer in time", upstream=self.name) from exc
                     if attempt + 1 < attempts:
                         log.info("retrying %s %s after %s", method, url, type(exc).__name__)
                         continue
                     outcome = "unreachable"
-                    raise UpstreamUnavailable(f"{self.name} is unreachable") from exc
+                    raise UpstreamUnavailable(f"{self.name} is unreachable", upstream=self.name) from exc
                 except asyncio.CancelledError:
                     # Says nothing of the upstream's health: a success here would reset the failure count
                     # and close a half-open breaker on a call that never finished.
                     self.breaker.record_cancelled()
                     raise
-                if response.status >= 500:
+                if response.status >= 500 and DEPENDENCY_FAILURE_HEADER not in response.headers:
                     self.breaker.record_failure(UpstreamFailure(response.status))
                 else:
                     self.breaker.record_success()
@@ -170,9 +177,9 @@ class ResilientClient:
             try:
                 body = await response.read()
             except asyncio.TimeoutError as exc:
-                raise UpstreamTimeout(f"{self.name} did not answer in time") from exc
+                raise UpstreamTimeout(f"{self.name} did not answer in time", upstream=self.name) from exc
             except aiohttp.ClientError as exc:
-                raise UpstreamUnavailable(f"{self.name} broke the connection") from exc
+                raise UpstreamUnavailable(f"{self.name} broke the connection", upstream=self.name) from exc
             return UpstreamResponse(response.status, dict(response.headers), body)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Awaitable, Callable
 import jwt
 from fastapi import Depends, Request
 
-from shared.errors import Forbidden, ServiceUnavailable, Unauthorized
+from shared.errors import DependencyUnavailable, Forbidden, Unauthorized
 
 if TYPE_CHECKING:
     from shared.http import ResilientClient
@@ -84,7 +84,8 @@ class TokenVerifier:
             except Exception as exc:
                 if not self._keys:
                     log.warning("cannot fetch signing keys: %s", exc)
-                    raise ServiceUnavailable("cannot verify tokens: signing keys unavailable") from exc
+                    raise DependencyUnavailable("cannot verify tokens: signing keys unavailable",
+                                                dependency="auth") from exc
                 log.warning("JWKS refresh failed, keeping cached keys: %s", exc)
                 self._fetched_at = time.monotonic()
 

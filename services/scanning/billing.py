@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from shared.errors import ProblemError, ServiceUnavailable
+from shared.errors import DependencyUnavailable, ProblemError
 from shared.http import ResilientClient
+
+
+class BillingUnavailable(DependencyUnavailable):
+    slug = "billing-unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, dependency="billing")
 
 
 async def parent_bill(client: ResilientClient, parent_qr: str, headers: dict[str, str]) -> str | None:
@@ -17,13 +24,12 @@ async def parent_bill(client: ResilientClient, parent_qr: str, headers: dict[str
     try:
         response = await client.request("GET", f"/bills/parents/{quote(parent_qr, safe='')}", headers=headers)
     except ProblemError as exc:
-        raise ServiceUnavailable(f"billing cannot say whether {parent_qr} is on a bill ({exc.detail}); not deleting",
-                                 slug="billing-unavailable") from exc
+        raise BillingUnavailable(f"billing cannot say whether {parent_qr} is on a bill ({exc.detail}); "
+                                 "not deleting") from exc
     if response.status != 200:
-        raise ServiceUnavailable(f"billing answered {response.status} when asked about {parent_qr}; not deleting",
-                                 slug="billing-unavailable")
+        raise BillingUnavailable(f"billing answered {response.status} when asked about {parent_qr}; not deleting")
     try:
         bill_id = response.json().get("bill_id")
     except (ValueError, AttributeError) as exc:
-        raise ServiceUnavailable("billing answered nonsense; not deleting", slug="billing-unavailable") from exc
+        raise BillingUnavailable("billing answered nonsense; not deleting") from exc
     return str(bill_id) if bill_id else None

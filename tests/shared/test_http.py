@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import pytest
@@ -12,14 +12,9 @@ from aiohttp import web
 
 from shared.http import ResilientClient, UpstreamTimeout, UpstreamUnavailable
 from shared.logging import request_id_var
+from tests.support import free_port
 
 SLOW = 0.3
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def slow(request: web.Request) -> web.Response:
@@ -31,6 +26,11 @@ async def fail(_: web.Request) -> web.Response:
     return web.json_response({"detail": "boom"}, status=500)
 
 
+async def dependency_down(_: web.Request) -> web.Response:
+    return web.json_response({"detail": "billing is down"}, status=503,
+                             headers={"Retry-After": "2", "X-Dependency-Failure": "billing"})
+
+
 async def echo(request: web.Request) -> web.Response:
     return web.json_response({"request_id": request.headers.get("X-Request-ID")})
 
@@ -39,7 +39,8 @@ async def echo(request: web.Request) -> web.Response:
 async def upstream() -> AsyncIterator[str]:
     """An aiohttp server on a free loopback port, in this event loop."""
     app = web.Application()
-    app.add_routes([web.get("/slow", slow), web.get("/fail", fail), web.get("/echo", echo)])
+    app.add_routes([web.get("/slow", slow), web.get("/fail", fail), web.get("/echo", echo),
+                    web.get("/dependency-down", dependency_down)])
     runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
     await runner.setup()
     sock = socket.socket()
@@ -184,3 +185,30 @@ def test_post_is_not_retried_unless_marked_safe():
             assert server.connections == 2
 
     asyncio.run(main())
+
+
+def test_a_5xx_blaming_a_dependency_does_not_open_the_breaker():
+    """A service that answers 503 because *its* dependency is down is itself healthy: one dead billing must not
+    make the gateway refuse every scanning route."""
+
+    async def scenario():
+        async with upstream() as url, client_for(url, fail_max=2) as client:
+            for _ in range(5):
+                response = await client.request("GET", "/dependency-down")
+                assert response.status == 503
+            assert client.breaker.state == "closed"
+            for _ in range(2):
+                await client.request("GET", "/fail")
+            assert client.breaker.state == "open"
+
+    asyncio.run(scenario())
+
+
+def test_failures_raised_here_name_the_upstream_for_the_next_caller():
+    async def scenario():
+        async with client_for(f"http://127.0.0.1:{free_port()}", retries=0) as client:
+            with pytest.raises(UpstreamUnavailable) as caught:
+                await client.request("GET", "/anything")
+            assert caught.value.headers["X-Dependency-Failure"] == "up" and caught.value.headers["Retry-After"]
+
+    asyncio.run(scenario())
