@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextlib import asynccontextmanager, suppress
 from typing import AsyncIterator
 
@@ -19,8 +18,6 @@ from shared.http import ResilientClient
 from shared.logging import configure_logging
 from shared.middleware import RequestContextMiddleware
 from shared.security import TokenVerifier, fetch_jwks
-
-log = logging.getLogger("bagtrack.gateway")
 
 _API = API_PREFIX + "/"
 
@@ -61,7 +58,7 @@ def create_app(settings: GatewaySettings | None = None) -> RequestContextMiddlew
                                  cache_seconds=settings.jwks_cache_seconds, memo_size=settings.verified_tokens_max)
         app.state.clients, app.state.verifier = clients, verifier
         proxy.attach(clients, verifier)
-        warm_up = asyncio.create_task(_load_signing_keys(verifier, auth_client))
+        warm_up = asyncio.create_task(verifier.warm_up())
         try:
             yield
         finally:
@@ -80,11 +77,3 @@ def create_app(settings: GatewaySettings | None = None) -> RequestContextMiddlew
     gateway = Gateway(ops, proxy)
     return RequestContextMiddleware(LivenessFastPath(gateway), service=settings.service_name,
                                     access_log_enabled=settings.access_log)
-
-
-async def _load_signing_keys(verifier: TokenVerifier, auth: ResilientClient) -> None:
-    # So the first caller does not pay for the JWKS fetch; if auth is not up yet, the first request fetches.
-    try:
-        verifier.load_jwks(await fetch_jwks(auth))
-    except Exception as exc:
-        log.info("signing keys not loaded at start-up (%s); will fetch on first use", type(exc).__name__)

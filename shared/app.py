@@ -2,6 +2,7 @@
 health/ready/metrics, request ids, JSON logs, problem-details errors."""
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
@@ -51,11 +52,15 @@ def create_service_app(
             source = lambda: fetch_jwks(auth)  # noqa: E731
         app.state.verifier = TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                            jwks_source=source, cache_seconds=settings.jwks_cache_seconds)
+        warm_up = None
         try:
             for hook in on_startup:
                 await _maybe_await(hook(app))
+            warm_up = asyncio.create_task(app.state.verifier.warm_up())
             yield
         finally:
+            if warm_up is not None:
+                warm_up.cancel()
             for hook in on_shutdown:
                 await _maybe_await(hook(app))
             for client in app.state.clients.values():

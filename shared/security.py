@@ -89,6 +89,14 @@ class TokenVerifier:
                 log.warning("JWKS refresh failed, keeping cached keys: %s", exc)
                 self._fetched_at = time.monotonic()
 
+    async def warm_up(self) -> None:
+        """Load the signing keys now (at start-up), so the first caller does not pay for the fetch and a
+        process started while auth is briefly away still gets them as soon as it can. Never raises."""
+        try:
+            await self._refresh(force=False)
+        except Exception as exc:
+            log.info("signing keys not loaded at start-up (%s); will fetch on first use", type(exc).__name__)
+
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller named by an `Authorization: Bearer` value; Unauthorized (401) on any defect."""
         if authorization is not None:
