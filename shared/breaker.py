@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import pybreaker
-from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreakerError
+from pybreaker import STATE_CLOSED, STATE_OPEN, CircuitBreakerError
 
 T = TypeVar("T")
 
@@ -115,5 +115,3 @@ class _StateListener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb, old_state, new_state) -> None:
         self._callback(old_state.name if old_state else STATE_CLOSED, new_state.name)
 
-
-STATES = (STATE_CLOSED, STATE_OPEN, STATE_HALF_OPEN)

@@ -5,7 +5,6 @@ to this process (so login limits stay strict per replica); Redis is retried afte
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -15,6 +14,10 @@ import redis
 import redis.asyncio as aioredis
 
 log = logging.getLogger("bagtrack.cache")
+
+# Written over an entry when its data changes. While it stands (`hold` seconds) readers miss and may not
+# fill the entry: a reader that read the old rows just before the writer committed cannot put them back.
+TOMBSTONE = b"\x00invalidated"
 
 
 class MemoryCache:
@@ -217,21 +220,6 @@ Cache = MemoryCache | RedisCache
 
 def create_cache(redis_url: str | None, namespace: str) -> Cache:
     return RedisCache(redis_url, namespace) if redis_url else MemoryCache(namespace)
-
-
-# Written over an entry when its data changes. While it stands (`hold` seconds) readers miss and may not
-# fill the entry: a reader that read the old rows just before the writer committed cannot put them back.
-TOMBSTONE = b"\x00invalidated"
-
-
-def get_json(cache: Cache, key: str) -> Any | None:
-    raw = cache.get(key)
-    return None if raw is None or raw == TOMBSTONE else json.loads(raw)
-
-
-def fill_json(cache: Cache, key: str, value: Any, ttl: float) -> None:
-    """Cache a value read from the database, unless the entry was invalidated a moment ago."""
-    cache.add(key, json.dumps(value, separators=(",", ":"), default=str), ttl)
 
 
 def invalidate(cache: Cache, *keys: str, hold: float = 2.0) -> None:

@@ -17,10 +17,6 @@ def get_bag(session: Session, qr: str) -> Bag | None:
     return session.scalar(select(Bag).where(Bag.qr_id == qr))
 
 
-def get_bag_by_id(session: Session, bag_id: int) -> Bag | None:
-    return session.get(Bag, bag_id)
-
-
 def relatives_query(qr) -> Select:
     """One row per child (or one row) of: the bag, its parent's QR, a child's QR."""
     return (select(Bag, Parent.qr_id, Child.qr_id)
