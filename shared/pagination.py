@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from pydantic import BaseModel
 
 from shared.errors import ProblemError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_LIMIT = 200
 
@@ -35,3 +36,23 @@ def decode_cursor(cursor: str | None) -> list[Any] | None:
     if not isinstance(values, list) or not values:
         raise ProblemError("cursor is not valid; pass next_cursor from the previous page", slug="bad-cursor")
     return values
+
+
+def cursor_position(cursor: str | None, kind: type = int) -> int | str | None:
+    """Where the previous page ended: an id (int) or a sort key (str, ≤ 32 characters); 400 for anything else."""
+    values = decode_cursor(cursor)
+    if values is None:
+        return None
+    value = values[0]
+    if kind is int and isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**62:
+        return value
+    if kind is str and isinstance(value, str) and len(value) <= 32:
+        return value
+    raise ProblemError("cursor is not valid; pass next_cursor from the previous page", slug="bad-cursor")
+
+
+def page_of(rows: Sequence[R], limit: int, *, item: Callable[[R], T], key: Callable[[R], Any]) -> Page[T]:
+    """A page from `limit + 1` fetched rows: the extra row only says there is a next page."""
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return Page(items=[item(row) for row in shown], next_cursor=encode_cursor(key(shown[-1])) if more else None)

@@ -21,7 +21,7 @@ from services.scanning.schemas import BagOut, ScanOut, ScanResult
 from shared.cache import TOMBSTONE, Cache
 from shared.db import Database
 from shared.errors import Conflict, Forbidden, NotFound, ProblemError, ServiceUnavailable
-from shared.pagination import Page, decode_cursor, encode_cursor
+from shared.pagination import Page, cursor_position, page_of
 from shared.security import Principal
 from shared.timeutil import as_utc, utcnow
 from shared.unit_of_work import commit, touch
@@ -318,39 +318,20 @@ def scoped_area(principal: Principal, area: str | None) -> str | None:
     return principal.dispatch_area
 
 
-def _after(cursor: str | None, kind: type) -> int | str | None:
-    """The keyset position a cursor holds: an id (newest-first lists) or a QR (prefix searches)."""
-    values = decode_cursor(cursor)
-    if values is None:
-        return None
-    value = values[0]
-    if kind is int and isinstance(value, int) and 0 < value < 2**62:
-        return value
-    if kind is str and isinstance(value, str) and len(value) <= 32:
-        return value
-    raise ProblemError("cursor is not valid; pass next_cursor from the previous page", slug="bad-cursor")
-
-
 def list_bags(*, session: Session, principal: Principal, limit: int, cursor: str | None, q: str | None,
               parent_qr: str | None, **filters) -> Page[BagOut]:
     filters["area"] = scoped_area(principal, filters.get("area"))
     prefix = filter_code(q)
-    position = {"after_qr": _after(cursor, str)} if prefix else {"after_id": _after(cursor, int)}
+    position = {"after_qr": cursor_position(cursor, str)} if prefix else {"after_id": cursor_position(cursor)}
     rows = repo.list_bags(session, limit=limit + 1, qr_prefix=prefix,
                           parent_qr=filter_code(parent_qr), **position, **filters)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1][0] if rows else None
-    next_cursor = (encode_cursor(last.qr_id if prefix else last.id)) if more else None
-    return Page(items=[bag_out(bag, pqr) for bag, pqr in rows], next_cursor=next_cursor)
+    return page_of(rows, limit, item=lambda row: bag_out(row[0], row[1]),
+                   key=lambda row: row[0].qr_id if prefix else row[0].id)
 
 
 def list_scans(*, session: Session, principal: Principal, limit: int, cursor: str | None, qr: str | None,
                **filters) -> Page[ScanOut]:
     filters["area"] = scoped_area(principal, filters.get("area"))
-    scans = repo.list_scans(session, after_id=_after(cursor, int), limit=limit + 1,
+    scans = repo.list_scans(session, after_id=cursor_position(cursor), limit=limit + 1,
                             qr=filter_code(qr), **filters)
-    more = len(scans) > limit
-    scans = scans[:limit]
-    return Page(items=[ScanOut.model_validate(s) for s in scans],
-                next_cursor=encode_cursor(scans[-1].id) if more else None)
+    return page_of(scans, limit, item=ScanOut.model_validate, key=lambda scan: scan.id)

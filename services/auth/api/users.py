@@ -10,7 +10,7 @@ from services.auth import service
 from services.auth.deps import AdminUser, ContextDep, CurrentUser, DbDep
 from services.auth.schemas import PasswordChange, Role, UserCreate, UserPublic, UserUpdate
 from shared.errors import Forbidden, problem_responses
-from shared.pagination import Page, decode_cursor, encode_cursor
+from shared.pagination import Page, cursor_position, page_of
 from shared.params import Area, Cursor, Limit, Username
 
 router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
@@ -29,15 +29,10 @@ def list_users(
     is_active: bool | None = None,
     q: Username = None,
 ) -> Page[UserPublic]:
-    after = decode_cursor(cursor)
-    after_id = int(after[0]) if after and str(after[0]).isdigit() and len(str(after[0])) < 10 else None
     with db.session(read_only=True) as session:
-        users = repo.list_users(session, after_id=after_id, limit=limit + 1, role=role,
+        users = repo.list_users(session, after_id=cursor_position(cursor), limit=limit + 1, role=role,
                                 area=dispatch_area.lower() if dispatch_area else None, is_active=is_active, q=q)
-    more = len(users) > limit
-    users = users[:limit]
-    return Page(items=[UserPublic.model_validate(u) for u in users],
-                next_cursor=encode_cursor(users[-1].id) if more else None)
+    return page_of(users, limit, item=UserPublic.model_validate, key=lambda user: user.id)
 
 
 @router.post("", response_model=UserPublic, status_code=201)
