@@ -45,6 +45,12 @@ class ProblemError(Exception):
         self.extra = extra
 
 
+class InvalidInput(ProblemError):
+    """422 for input that is well-formed but breaks a rule (a weak password, an unknown area)."""
+
+    status, slug = 422, "validation-error"
+
+
 class NotFound(ProblemError):
     status, slug = 404, "not-found"
 

@@ -8,6 +8,8 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from shared.errors import InvalidInput
+
 # Values that mean "somebody forgot to set this"; refused in production.
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "changethis", "change_this", "secret", "password", "admin", "default", "xxx", "todo"}
@@ -48,6 +50,13 @@ class CommonSettings(BaseSettings):
     def areas(self) -> tuple[str, ...]:
         """The configured dispatch areas, lower-case."""
         return tuple(a.strip().lower() for a in self.dispatch_areas.split(",") if a.strip())
+
+    def known_area(self, area: str) -> str:
+        """`area` trimmed and lower-cased; a 422 naming the choices when it is not a configured area."""
+        area = area.strip().lower()
+        if area not in self.areas:
+            raise InvalidInput(f"unknown dispatch_area {area!r}; choose one of: {', '.join(self.areas)}")
+        return area
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self):

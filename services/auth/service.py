@@ -20,7 +20,7 @@ from services.auth.models import RefreshToken, User
 from services.auth.passwords import Passwords, password_problems
 from services.auth.schemas import TokenPair, UserCreate, UserUpdate
 from shared.cache import Cache
-from shared.errors import Conflict, Forbidden, NotFound, ProblemError, Unauthorized
+from shared.errors import Conflict, Forbidden, InvalidInput, NotFound, ProblemError, Unauthorized
 from shared.ratelimit import hit
 from shared.security import Principal
 from shared.timeutil import as_utc, utcnow
@@ -32,10 +32,6 @@ INVALID_CREDENTIALS = "invalid username or password"
 
 class AccountLocked(ProblemError):
     status, slug = 423, "account-locked"
-
-
-class InvalidInput(ProblemError):
-    status, slug = 422, "validation-error"
 
 
 @dataclass
@@ -258,10 +254,7 @@ def _checked_area(ctx: AuthContext, role: str, area: str | None) -> str | None:
         return None
     if not area:
         raise InvalidInput("dispatchers need a dispatch_area")
-    area = area.strip().lower()
-    if area not in ctx.settings.areas:
-        raise InvalidInput(f"unknown dispatch_area {area!r}; choose one of: {', '.join(ctx.settings.areas)}")
-    return area
+    return ctx.settings.known_area(area)
 
 
 def _check_password(password: str) -> None:

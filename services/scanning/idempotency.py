@@ -18,7 +18,7 @@ from services.scanning import repository as repo
 from services.scanning.models import IdempotentRequest
 from shared.cache import Cache
 from shared.db import Database
-from shared.errors import ProblemError
+from shared.errors import InvalidInput, ProblemError
 from shared.security import Principal
 from shared.timeutil import utcnow
 from shared.unit_of_work import commit
@@ -30,7 +30,7 @@ class KeyReused(ProblemError):
 
 def pick_key(body_key: str | None, header_key: str | None) -> str | None:
     if body_key and header_key and body_key != header_key:
-        raise ProblemError("scan_id and Idempotency-Key differ; send one of them", status=422, slug="validation-error")
+        raise InvalidInput("scan_id and Idempotency-Key differ; send one of them")
     return body_key or header_key
 
 

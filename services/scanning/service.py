@@ -20,7 +20,7 @@ from services.scanning.qr import classify, normalize_qr
 from services.scanning.schemas import BagOut, ScanOut, ScanResult
 from shared.cache import TOMBSTONE, Cache
 from shared.db import Database
-from shared.errors import Conflict, Forbidden, NotFound, ProblemError, ServiceUnavailable
+from shared.errors import Conflict, Forbidden, InvalidInput, NotFound, ProblemError, ServiceUnavailable
 from shared.pagination import Page, cursor_position, page_of
 from shared.security import Principal
 from shared.timeutil import as_utc, utcnow
@@ -166,12 +166,8 @@ def _new_parent_area(ctx: ScanningContext, principal: Principal, area: str | Non
     if principal.role == "dispatcher":
         return principal.dispatch_area
     if not area:
-        raise ProblemError("a new parent needs dispatch_area when scanned by an admin", status=422,
-                           slug="validation-error")
-    area = area.strip().lower()
-    if area not in ctx.settings.areas:
-        raise ProblemError(f"unknown dispatch_area {area!r}", status=422, slug="validation-error")
-    return area
+        raise InvalidInput("a new parent needs dispatch_area when scanned by an admin")
+    return ctx.settings.known_area(area)
 
 
 def record_child_scan(*, session: Session, ctx: ScanningContext, principal: Principal, raw_parent: str,
