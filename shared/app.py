@@ -66,8 +66,7 @@ def create_service_app(
             for client in app.state.clients.values():
                 await client.close()
             app.state.cache.close()
-            if hasattr(app.state.cache, "aclose"):
-                await app.state.cache.aclose()
+            await app.state.cache.aclose()
             app.state.db.dispose()
 
     app = FastAPI(title=title, lifespan=lifespan)

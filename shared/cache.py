@@ -94,6 +94,9 @@ class MemoryCache:
     def close(self) -> None:
         return None
 
+    async def aclose(self) -> None:
+        return None
+
     def _evict_expired(self) -> None:
         now = time.monotonic()
         for key in [k for k, (exp, _) in self._data.items() if exp <= now]:
