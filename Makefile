@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test venv tools migrate create-admin bench seed bench-scanning clean
+.PHONY: run test venv tools migrate create-admin bench seed bench-scanning loadtest clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -35,6 +35,10 @@ seed: venv
 # Lookups and child scans through the gateway with 1.8 M bags in PostgreSQL (seeded once, then reused).
 bench-scanning: venv tools
 	@$(PY) bench/scanning.py
+
+# The shift mix through the gateway of a running system (make run), USERS virtual users for DURATION seconds.
+loadtest: venv
+	@$(PY) -m bench.loadtest --users $${USERS:-200} --duration $${DURATION:-60} $(LOADTEST_ARGS)
 
 clean:
 	rm -rf var .pytest_cache

@@ -1,0 +1,148 @@
+"""The shift mix against a running bagtrack, through its gateway: `make loadtest USERS=500 DURATION=60`.
+
+    python -m bench.loadtest --users 500 --duration 60 [--url http://127.0.0.1:8080] [--ramp 15] [--think 1.0]
+
+Needs an admin (BAGTRACK_ADMIN_USERNAME / BAGTRACK_ADMIN_PASSWORD) to create the run's accounts; they are
+removed at the end, also on Ctrl-C. Loopback only; the run stops by itself after ramp + duration.
+Prints latency and statuses per route, CPU per process, and a last line
+`users=… rps=… success=…% p95=…ms p99=…ms failures=…`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from bench.loadtest.accounts import Accounts, SetupFailed
+from bench.loadtest.report import CpuMeter, Stats, listening_pids, render
+from bench.loadtest.workload import Dispatcher, Lookup, Shared
+
+CLIENT_TIMEOUT = 10.0  # an answer later than this is a failure
+DEFAULT_AREAS = "lucknow,indore,jaipur,hisar,sri_ganganagar,sangaria,bathinda,raipur,ranchi,akola"
+SERVICES = ("auth", "scanning", "billing", "dashboard")
+
+
+def loopback_only(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror as exc:
+        raise SystemExit(f"loadtest: cannot resolve {host!r}: {exc}") from exc
+    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        raise SystemExit(f"loadtest: refusing {url}: load runs only against loopback addresses")
+
+
+def process_ports(url: str) -> dict[str, int]:
+    """Where the system's processes listen: the gateway at the URL, the services from the stack's port base."""
+    base = int(os.environ.get("BAGTRACK_SERVICES_PORT_BASE", "8000"))
+    ports = {name: base + i for i, name in enumerate(SERVICES, start=1)}
+    ports["gateway"] = urlsplit(url).port or 80
+    return ports
+
+
+async def run(args: argparse.Namespace) -> str:
+    api = args.url.rstrip("/") + "/api/v1"
+    admin = (os.environ.get("BAGTRACK_ADMIN_USERNAME"), os.environ.get("BAGTRACK_ADMIN_PASSWORD"))
+    if not all(admin):
+        raise SetupFailed("set BAGTRACK_ADMIN_USERNAME and BAGTRACK_ADMIN_PASSWORD (an admin creates the accounts)")
+    areas = [a.strip().lower() for a in os.environ.get("DISPATCH_AREAS", DEFAULT_AREAS).split(",") if a.strip()]
+    cap = int(os.environ.get("AUTH_MAX_DISPATCHERS_PER_AREA", "10"))
+    rng = random.Random(args.seed)
+    run_id = uuid.uuid4().hex[:4].upper()
+    connector = aiohttp.TCPConnector(limit=args.users + 20, limit_per_host=args.users + 20, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        accounts = Accounts(http, api, admin, run_id)
+        try:
+            await accounts.start()
+            n_dispatch = round(args.users * args.dispatchers)
+            dispatchers, lookups = await accounts.provision(dispatcher_users=n_dispatch,
+                                                            lookup_users=args.users - n_dispatch,
+                                                            areas=areas, cap_per_area=cap)
+            print(f"loadtest {run_id}: {args.users} users ({n_dispatch} scanning on {len(dispatchers)} dispatcher "
+                  f"accounts, {args.users - n_dispatch} looking up on {len(lookups)} biller accounts); ramp "
+                  f"{args.ramp:.0f} s, measured {args.duration:.0f} s", flush=True)
+            return await measure(args, http, api, accounts, dispatchers, lookups, rng)
+        finally:
+            removed = await asyncio.shield(accounts.remove_all())
+            print(f"loadtest {run_id}: removed {removed} accounts", flush=True)
+
+
+async def measure(args, http, api, accounts, dispatchers, lookups, rng) -> str:
+    stats, shared = Stats(), Shared(logins=accounts.logins)
+    cpu = CpuMeter(listening_pids(process_ports(args.url)))
+    start = time.monotonic()
+    stop_at = start + args.ramp + args.duration
+    n_dispatch = round(args.users * args.dispatchers)
+    users = []
+    for i in range(args.users):
+        kind, pool = (Dispatcher, dispatchers) if i < n_dispatch else (Lookup, lookups)
+        users.append(kind(i, pool[i % len(pool)], http=http, api=api, accounts=accounts, stats=stats, shared=shared,
+                          think=args.think, stop_at=stop_at, rng=random.Random(rng.random())))
+    rng.shuffle(users)
+
+    async def staggered(user, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await user.run()
+
+    tasks = [asyncio.create_task(staggered(u, args.ramp * i / len(users))) for i, u in enumerate(users)]
+    await asyncio.sleep(args.ramp)
+    stats.begin()
+    cpu.start()
+    await asyncio.sleep(args.duration)
+    stats.end()
+    cpu.stop()
+    # Users finish the request in flight (bounded by the client timeout), then stop by themselves.
+    await asyncio.wait(tasks, timeout=CLIENT_TIMEOUT + 5)
+    for task in tasks:
+        task.cancel()
+    return render(stats, cpu, users=args.users)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadtest", description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default=os.environ.get("BAGTRACK_URL", "http://127.0.0.1:8080"))
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=60, help="measured seconds (after the ramp)")
+    parser.add_argument("--ramp", type=float, default=None, help="seconds over which users start (default: 15)")
+    parser.add_argument("--think", type=float, default=1.0, help="mean think time between a user's actions, s")
+    parser.add_argument("--dispatchers", type=float, default=0.6, help="share of users scanning; the rest look up")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.users < 1 or args.duration <= 0 or not 0 <= args.dispatchers <= 1:
+        parser.error("users ≥ 1, duration > 0 and 0 ≤ dispatchers ≤ 1")
+    args.ramp = 15.0 if args.ramp is None else args.ramp
+    loopback_only(args.url)
+    try:
+        import uvloop
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    task = loop.create_task(run(args))
+    loop.add_signal_handler(signal.SIGINT, task.cancel)
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        print(loop.run_until_complete(task))
+        return 0
+    except asyncio.CancelledError:
+        print("loadtest: interrupted", file=sys.stderr)
+        return 130
+    except (SetupFailed, aiohttp.ClientError, OSError) as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
