@@ -30,7 +30,7 @@ bench: venv tools
 
 # Load BAGS bags (default 1.8 M) into the scanning database of DATABASE_URL (SQLite under var/ when unset).
 seed: venv
-	@$(PY) -m services.scanning.seed --bags $${BAGS:-1800000}
+	@$(PY) -m scripts.seed --bags $${BAGS:-1800000}
 
 # Lookups and child scans through the gateway with 1.8 M bags in PostgreSQL (seeded once, then reused).
 bench-scanning: venv tools

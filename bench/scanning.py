@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import WRK_REPORT, free_port, reachable, run_wrk  # noqa: E402
 from scripts.stack import SERVICES, Stack  # noqa: E402
-from services.scanning.seed import last_code_number, seed  # noqa: E402
+from scripts.seed import last_code_number, seed  # noqa: E402
 from shared.settings import derive_database_url  # noqa: E402
 
 BAGS = int(os.environ.get("BENCH_BAGS", "1800000"))

@@ -1,4 +1,4 @@
-"""The gateway's own endpoints: liveness, readiness with the state of every upstream, metrics."""
+"""The gateway's own endpoints beside the shared ones: readiness as the state of every upstream, merged docs."""
 from __future__ import annotations
 
 import asyncio
@@ -9,19 +9,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from shared.errors import ProblemError
 from shared.http import ResilientClient
-from shared.metrics import metrics_response
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/health", include_in_schema=False)
-async def health() -> dict:
-    """Liveness: the process answers. No I/O, so a slow upstream never gets the gateway restarted."""
-    return {"status": "ok"}
-
-
-@router.get("/ready", include_in_schema=False)
-async def ready(request: Request, strict: bool = False) -> JSONResponse:
+async def upstream_readiness(request: Request) -> tuple[bool, dict]:
     """Readiness: ping every upstream's /ready concurrently, each within `ready_timeout`.
 
     Answers 200 with status "degraded" when some upstream is not ready: every gateway replica sees the
@@ -30,9 +22,7 @@ async def ready(request: Request, strict: bool = False) -> JSONResponse:
     503 from its breaker). `?strict=true` answers 503 instead, for deploy checks that need everything up.
     """
     state = request.app.state
-    clients: dict[str, ResilientClient] | None = getattr(state, "clients", None)
-    if not clients:
-        return JSONResponse({"status": "starting", "upstreams": {}}, status_code=503, headers={"Retry-After": "1"})
+    clients: dict[str, ResilientClient] = state.clients
     timeout = state.settings.ready_timeout
     results = await asyncio.gather(*(_ping(client, timeout) for client in clients.values()))
     upstreams = {
@@ -41,9 +31,8 @@ async def ready(request: Request, strict: bool = False) -> JSONResponse:
     }
     all_ready = all(ok for ok, _ in results)
     body = {"status": "ok" if all_ready else "degraded", "upstreams": upstreams}
-    if strict and not all_ready:
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
-    return JSONResponse(body)
+    strict = request.query_params.get("strict", "").lower() in ("1", "true", "yes")
+    return all_ready or not strict, body
 
 
 async def _ping(client: ResilientClient, timeout: float) -> tuple[bool, str]:
@@ -61,16 +50,10 @@ async def _ping(client: ResilientClient, timeout: float) -> tuple[bool, str]:
     return True, "ok"
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics():
-    return metrics_response()
-
-
 @router.get("/openapi.json", include_in_schema=False)
 async def openapi(request: Request) -> JSONResponse:
     """Every public route of every service, as the gateway serves them (/api/v1/...)."""
-    clients = getattr(request.app.state, "clients", None) or {}
-    return JSONResponse(await request.app.state.openapi.document(clients))
+    return JSONResponse(await request.app.state.openapi.document(request.app.state.clients))
 
 
 @router.get("/docs", include_in_schema=False)

@@ -1,7 +1,7 @@
 """The /api/v1 hot path as raw ASGI: resolve the route, check the token, cap the body, stream the upstream's answer.
 
-It bypasses FastAPI routing on purpose: a FastAPI route costs ~3x a raw ASGI handler (BASELINES.md), and
-the gateway hop should cost as little as the measured baseline allows.
+It bypasses FastAPI routing on purpose (shared.middleware.PrefixRoute hands it every /api/v1 request): a FastAPI
+route costs ~3x a raw ASGI handler here (docs/performance.md), and the hop should cost as little as it can.
 """
 from __future__ import annotations
 
@@ -48,11 +48,9 @@ class Proxy:
         self.clients: dict[str, ResilientClient] | None = None
         self.auth: TokenVerifier | None = None
 
-    def attach(self, clients: dict[str, ResilientClient], auth: TokenVerifier) -> None:
-        self.clients, self.auth = clients, auth
-
-    def detach(self) -> None:
-        self.clients = self.auth = None
+    async def attach(self, app) -> None:
+        """Start forwarding with the app's clients and token verifier (a start-up hook)."""
+        self.clients, self.auth = app.state.clients, app.state.verifier
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope["path"][_PREFIX_LEN:]

@@ -2,6 +2,7 @@
 are set), API at http://127.0.0.1:8080. Ctrl-C stops everything."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -10,17 +11,17 @@ import time
 from scripts.stack import ROOT, Stack, default_ports
 
 
-def admin_exists() -> bool:
+async def admin_exists() -> bool:
     from services.auth import repository
     from services.auth.config import Settings
     from shared.db import Database
 
     db = Database(Settings())
     try:
-        with db.session() as session:
-            return repository.any_admin(session)
+        async with db.read() as conn:
+            return await repository.any_admin(conn)
     finally:
-        db.dispose()
+        await db.dispose()
 
 
 def _interrupt(*_args) -> None:
@@ -47,7 +48,7 @@ def main() -> int:
             print("log in as the admin from BAGTRACK_ADMIN_USERNAME/PASSWORD:")
             print(f"  curl -s {api}/api/v1/auth/login -H 'content-type: application/json' \\\n"
                   f"       -d \"{{\\\"username\\\": \\\"{username}\\\", \\\"password\\\": \\\"$BAGTRACK_ADMIN_PASSWORD\\\"}}\"")
-        elif not admin_exists():
+        elif not asyncio.run(admin_exists()):
             print("no admin exists yet. Create one (it asks for the password), then log in:")
             print("  make create-admin ADMIN=admin")
             print("or restart with BAGTRACK_ADMIN_USERNAME and BAGTRACK_ADMIN_PASSWORD set.")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 
+from shared.topology import SERVICES, local_ports
+
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("auth", "scanning", "billing", "dashboard")
 
 
 @dataclass
@@ -111,7 +112,6 @@ class Stack:
 
 
 def default_ports() -> dict[str, int]:
-    base = int(os.environ.get("BAGTRACK_SERVICES_PORT_BASE", "8000"))
-    ports = {name: base + i for i, name in enumerate(SERVICES, start=1)}
-    ports["gateway"] = int(os.environ.get("BAGTRACK_PORT", "8080"))
-    return ports
+    """The local stack's ports: BAGTRACK_PORT for the gateway, the services from BAGTRACK_SERVICES_PORT_BASE."""
+    return local_ports(int(os.environ.get("BAGTRACK_SERVICES_PORT_BASE", "8000")),
+                       int(os.environ.get("BAGTRACK_PORT", "8080")))

@@ -1,85 +1,127 @@
-"""create_service_app(): every service's defaults in one call — lifespan-built DB, cache, token verifier,
-health/ready/metrics, request ids, JSON logs, problem-details errors."""
+"""create_service_app(): every process's defaults in one call — the gateway's and each service's.
+
+Built in the lifespan and kept on app.state: the database (services), the cache, one resilient client per
+upstream, the token verifier; plus liveness, readiness, metrics, request ids, JSON logs, problem-details errors,
+start-up hooks and background jobs. Nothing connects at import time.
+"""
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+import logging
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 
 from shared.cache import create_cache
 from shared.db import Database
 from shared.errors import install_error_handlers
-from shared.health import LivenessFastPath
-from shared.health import router as health_router
+from shared.health import LivenessFastPath, ReadyCheck, dependency_readiness
+from shared.health import router as ops_router
 from shared.http import ResilientClient
 from shared.logging import configure_logging
-from shared.middleware import RequestContextMiddleware
+from shared.middleware import PrefixRoute, RequestContextMiddleware
 from shared.security import TokenVerifier, fetch_jwks
-from shared.settings import ServiceSettings
+from shared.settings import CommonSettings, ServiceSettings
 
-Hook = Callable[[FastAPI], Awaitable[None] | None]
+log = logging.getLogger("bagtrack.app")
+
+Hook = Callable[[FastAPI], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A background task: `run(app)` every `every` seconds while the process lives; a failure is logged and the
+    job runs again next time (a database blip must not end it)."""
+
+    name: str
+    every: float
+    run: Hook
+    first_after: float | None = None  # seconds after start-up of the first run (default: `every`)
 
 
 def create_service_app(
-    settings: ServiceSettings,
+    settings: CommonSettings,
     *,
     title: str,
     routers: Iterable[APIRouter] = (),
+    upstreams: Mapping[str, str] | None = None,
     on_startup: Iterable[Hook] = (),
-    on_shutdown: Iterable[Hook] = (),
+    jobs: Iterable[Job] = (),
     jwks_source: Callable[[FastAPI], Callable[[], Awaitable[dict[str, Any]]]] | None = None,
+    readiness: Callable[[Request], Awaitable[tuple[bool, dict]]] | None = None,
+    front: tuple[str, Any] | None = None,
+    own_docs: bool = True,
 ) -> FastAPI:
-    """A FastAPI app whose pools and clients are created in its lifespan and kept on app.state.
+    """A FastAPI app with the shared defaults.
 
-    `jwks_source(app)` supplies signing keys; by default they are fetched from auth's JWKS URL.
+    A service (ServiceSettings) gets its database; `upstreams` names the services it calls (one ResilientClient
+    each, in app.state.clients). Signing keys come from auth's JWKS unless `jwks_source(app)` supplies them.
+    `readiness(request)` replaces the default readiness (database critical, cache reported). `front=(prefix, asgi)`
+    hands every path under `prefix` to a raw ASGI handler before routing (the gateway's proxy).
     """
     service = settings.service_name
+    hooks, background = list(on_startup), list(jobs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(service, settings.log_level)
-        app.state.db = Database(settings)
+        app.state.db = Database(settings) if isinstance(settings, ServiceSettings) else None
         app.state.cache = create_cache(settings.redis_url, service)
-        app.state.clients = {}
-        app.state.ready_checks = [("database", app.state.db.ping, True), ("cache", app.state.cache.ping, False)]
-        if jwks_source is not None:
-            source = jwks_source(app)
-        else:
-            auth = app.state.clients["auth"] = ResilientClient("auth", settings.auth_url, service=service,
-                                                               timeout=settings.upstream_timeout)
-            source = lambda: fetch_jwks(auth)  # noqa: E731
+        clients = {name: ResilientClient.from_settings(name, url, settings) for name, url in (upstreams or {}).items()}
+        if jwks_source is None and "auth" not in clients:
+            clients["auth"] = ResilientClient.from_settings("auth", settings.auth_url, settings)
+        app.state.clients = clients
+        checks: list[ReadyCheck] = [("cache", app.state.cache.ping, False)]
+        if app.state.db is not None:
+            checks.insert(0, ("database", app.state.db.ping, True))
+        app.state.ready_checks = checks
+        source = jwks_source(app) if jwks_source else (lambda: fetch_jwks(clients["auth"]))
         app.state.verifier = TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-                                           jwks_source=source, cache_seconds=settings.jwks_cache_seconds)
-        warm_up = None
+                                           jwks_source=source, cache_seconds=settings.jwks_cache_seconds,
+                                           memo_size=settings.verified_tokens_max)
+        tasks: list[asyncio.Task] = []
         try:
-            for hook in on_startup:
-                await _maybe_await(hook(app))
-            warm_up = asyncio.create_task(app.state.verifier.warm_up())
+            for client in clients.values():
+                await client.start()
+            for hook in hooks:
+                await hook(app)
+            tasks.append(asyncio.create_task(app.state.verifier.warm_up()))
+            tasks += [asyncio.create_task(_repeat(job, app)) for job in background]
             yield
         finally:
-            if warm_up is not None:
-                warm_up.cancel()
-            for hook in on_shutdown:
-                await _maybe_await(hook(app))
-            for client in app.state.clients.values():
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(asyncio.CancelledError):
+                    await task
+            for client in clients.values():
                 await client.close()
-            app.state.cache.close()
             await app.state.cache.aclose()
-            app.state.db.dispose()
+            if app.state.db is not None:
+                await app.state.db.dispose()
 
-    app = FastAPI(title=title, lifespan=lifespan)
+    docs = {} if own_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title=title, lifespan=lifespan, **docs)
     app.state.settings = settings
+    app.state.readiness = readiness or dependency_readiness
     install_error_handlers(app)
+    if front is not None:
+        app.add_middleware(PrefixRoute, prefix=front[0], handler=front[1])
     app.add_middleware(LivenessFastPath)
     app.add_middleware(RequestContextMiddleware, service=service, access_log_enabled=settings.access_log)
-    app.include_router(health_router)
+    app.include_router(ops_router)
     for router in routers:
         app.include_router(router)
     return app
 
 
-async def _maybe_await(result: Any) -> None:
-    if hasattr(result, "__await__"):
-        await result
+async def _repeat(job: Job, app: FastAPI) -> None:
+    await asyncio.sleep(job.every if job.first_after is None else job.first_after)
+    while True:
+        try:
+            await job.run(app)
+        except Exception as exc:
+            log.warning("background job %s failed: %s", job.name, exc)
+        await asyncio.sleep(job.every)

@@ -2,7 +2,7 @@
 
 pybreaker 1.4.1 `CircuitBreaker.call()` holds a threading.RLock for the whole wrapped call, which lets
 one request at a time reach an upstream, and it counts an un-awaited coroutine as a success
-(BASELINES.md trap 2). Here the lock is held only for the microseconds it takes to ask "may I call?"
+(docs/performance.md). Here the lock is held only for the microseconds it takes to ask "may I call?"
 and to record the outcome; the awaited call itself runs unlocked, so calls overlap freely.
 """
 from __future__ import annotations

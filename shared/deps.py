@@ -1,9 +1,7 @@
 """Dependencies every service's handlers share.
 
-They are `async def` on purpose: they do no I/O, and a plain `def` dependency would cost a thread hop
-per request. Handlers that touch the database are plain `def` (run in the threadpool) and open their
-session there — `with db.session() as session:` — so the session's whole life, checkout to release,
-happens on one worker thread instead of bouncing between threads for set-up and tear-down.
+They are `async def` and do no I/O: everything in a request runs on the event loop, the database through its
+async driver (shared.db), so no dependency costs a thread hop.
 """
 from __future__ import annotations
 
@@ -11,16 +9,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from shared.cache import Cache
 from shared.db import Database
 
 
 async def get_db(request: Request) -> Database:
     return request.app.state.db
-
-
-async def get_cache(request: Request) -> Cache:
-    return request.app.state.cache
 
 
 async def client_ip(request: Request) -> str:
@@ -30,5 +23,4 @@ async def client_ip(request: Request) -> str:
 
 
 DbDep = Annotated[Database, Depends(get_db)]
-CacheDep = Annotated[Cache, Depends(get_cache)]
 ClientIp = Annotated[str, Depends(client_ip)]

@@ -1,9 +1,9 @@
-"""Liveness (no I/O, ever) and readiness (dependency pings with a short timeout)."""
+"""Liveness (no I/O, ever) and readiness (dependency pings with a short timeout), plus the metrics endpoint."""
 from __future__ import annotations
 
-from typing import Callable
+import asyncio
+from typing import Awaitable, Callable
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -14,10 +14,13 @@ router = APIRouter(tags=["ops"])
 _HEALTH_BODY = b'{"status":"ok"}'
 _HEALTH_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_HEALTH_BODY)).encode())]
 
+ReadyCheck = tuple[str, Callable[[], Awaitable[None]], bool]  # (name, ping that raises on failure, critical?)
+
 
 class LivenessFastPath:
     """Answers `GET /health` before any routing: liveness must be the cheapest request there is, so it stays
-    fast while the process is busy (a probe that times out under load restarts a healthy replica)."""
+    fast while the process is busy (a probe that times out under load restarts a healthy replica). It does no
+    I/O, so a slow database never gets a process restarted."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -30,42 +33,34 @@ class LivenessFastPath:
             return
         await self.app(scope, receive, send)
 
-ReadyCheck = tuple[str, Callable[[], None], bool]  # (name, blocking ping that raises on failure, critical?)
+
+async def dependency_readiness(request: Request) -> tuple[bool, dict]:
+    """Ready unless a critical dependency (the database) fails its ping within the timeout. The cache is
+    reported but not critical: without Redis the service still serves (cache bypassed)."""
+    app = request.app
+    timeout = app.state.settings.ready_timeout
+    checks = app.state.ready_checks
+    results = await asyncio.gather(*(_run_check(ping, timeout) for _, ping, _ in checks))
+    ok = all(result == "ok" for (_, _, critical), result in zip(checks, results) if critical)
+    return ok, {"status": "ready" if ok else "not_ready", "checks": {name: r for (name, _, _), r in zip(checks, results)}}
 
 
-@router.get("/health", include_in_schema=False)
-async def health() -> dict:
-    """Liveness: the process answers. Touches nothing else, so a slow database never restarts it."""
-    return {"status": "ok"}
-
-
-@router.get("/ready", include_in_schema=False)
-async def ready(request: Request) -> JSONResponse:
-    """Readiness: 503 when a critical dependency (the database) does not answer within the timeout.
-
-    The cache is reported but not critical: without Redis the service still serves (cache bypassed).
-    """
-    timeout = request.app.state.settings.ready_timeout
-    checks: dict[str, str] = {}
-    ok = True
-    for name, ping, critical in request.app.state.ready_checks:
-        checks[name] = await _run_check(ping, timeout)
-        if checks[name] != "ok" and critical:
-            ok = False
-    body = {"status": "ready" if ok else "not_ready", "checks": checks}
-    return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "2"})
-
-
-async def _run_check(ping: Callable[[], None], timeout: float) -> str:
+async def _run_check(ping: Callable[[], Awaitable[None]], timeout: float) -> str:
     try:
-        with anyio.fail_after(timeout):
-            # abandon_on_cancel: a hung ping must not hold the response past the timeout.
-            await anyio.to_thread.run_sync(ping, abandon_on_cancel=True)
+        async with asyncio.timeout(timeout):
+            await ping()
         return "ok"
     except TimeoutError:
         return f"timeout after {timeout}s"
     except Exception as exc:  # the reason is the point of the check
         return f"error: {type(exc).__name__}"
+
+
+@router.get("/ready", include_in_schema=False)
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 503 with Retry-After when the process should get no traffic."""
+    ok, body = await request.app.state.readiness(request)
+    return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "2"})
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -1,7 +1,7 @@
 """The resilient HTTP client for calls between services: timeouts, a circuit breaker, header forwarding.
 
 Built on aiohttp, not httpx: as a forwarding client httpx's own transport measured 5-8x slower on these
-machines and degraded at 100 connections (BASELINES.md trap 1; bench/gateway_hop.py re-measures it).
+machines and degraded at 100 connections (docs/performance.md; bench/gateway_hop.py re-measures it).
 The session is created in the app lifespan (aiohttp needs a running loop) and closed on shutdown.
 """
 from __future__ import annotations
@@ -83,6 +83,13 @@ class ResilientClient:
                                               log.warning("breaker %s: %s -> %s", name, old, new)),
         )
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, name: str, base_url: str, settings) -> "ResilientClient":
+        """The client to `name` that a process's settings describe (timeouts, pool size, breaker)."""
+        return cls(name, base_url, service=settings.service_name, timeout=settings.upstream_timeout,
+                   connect_timeout=settings.connect_timeout, max_connections=settings.max_connections,
+                   fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_timeout)
 
     async def start(self) -> None:
         if self._session is None:

@@ -14,9 +14,10 @@ from alembic.config import Config
 from sqlalchemy import MetaData, create_engine, pool, text
 from sqlalchemy.engine import make_url
 
+from shared.topology import SERVICES
+
 log = logging.getLogger("bagtrack.migrate")
 
-SERVICES = ("auth", "scanning", "billing", "dashboard")
 # Any fixed number works; it serialises concurrent `migrate` runs against one PostgreSQL database.
 _ADVISORY_LOCK_ID = 7_254_001
 

@@ -14,9 +14,9 @@ class RateLimited(ProblemError):
     status, slug = 429, "rate-limited"
 
 
-def hit(cache: Cache, key: str, *, limit: int, window: float, what: str) -> None:
+async def hit(cache: Cache, key: str, *, limit: int, window: float, what: str) -> None:
     """Count one attempt against `key`; raise 429 with Retry-After once `limit` is passed in `window` s."""
-    count, reset_in = cache.incr(f"rl:{key}", window)
+    count, reset_in = await cache.incr(f"rl:{key}", window)
     if count > limit:
         retry_after = max(1, math.ceil(reset_in))
         raise RateLimited(f"too many {what}; retry in {retry_after}s", headers={"Retry-After": str(retry_after)})

@@ -116,10 +116,6 @@ class TokenVerifier:
                 self._memo.clear()
         self._memo[authorization] = (expires, principal)
 
-    async def verify(self, token: str) -> Principal:
-        """Check a token's signature and claims; raise Unauthorized on any defect."""
-        return (await self._verify(token))[0]
-
     async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)

@@ -9,8 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from shared.errors import InvalidInput
+from shared.topology import default_url
 
-# Values that mean "somebody forgot to set this"; refused in production.
+# Values that mean "somebody forgot to set this"; refused in production (auth's signing key, the first admin).
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "changethis", "change_this", "secret", "password", "admin", "default", "xxx", "todo"}
 )
@@ -29,8 +30,6 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
 
     service_name: ClassVar[str] = "service"
-    # Names of fields that hold secrets: in production a placeholder value is refused at start-up.
-    secret_fields: ClassVar[tuple[str, ...]] = ()
 
     environment: Literal["development", "test", "production"] = Field("development", validation_alias=_env("BAGTRACK_ENV"))
     var_dir: Path = Field(Path("var"), validation_alias=_env("BAGTRACK_VAR_DIR"))
@@ -39,11 +38,17 @@ class CommonSettings(BaseSettings):
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     ready_timeout: float = Field(1.0, gt=0, le=10)
 
-    auth_url: str = Field("http://127.0.0.1:8001", validation_alias=_env("AUTH_URL"))
+    auth_url: str = Field(default_url("auth"), validation_alias=_env("AUTH_URL"))
     jwt_issuer: str = Field("bagtrack-auth", validation_alias=_env("JWT_ISSUER"))
     jwt_audience: str = Field("bagtrack", validation_alias=_env("JWT_AUDIENCE"))
     jwks_cache_seconds: float = Field(600, gt=0, validation_alias=_env("JWKS_CACHE_SECONDS"))
     upstream_timeout: float = Field(5.0, gt=0, le=120, validation_alias=_env("UPSTREAM_TIMEOUT"))
+    # Every client to another service (shared.http.ResilientClient): connect budget, pool, breaker.
+    connect_timeout: float = Field(1.0, gt=0, le=30)
+    max_connections: int = Field(200, ge=1, le=10_000)  # per upstream
+    breaker_fail_max: int = Field(5, ge=1)
+    breaker_reset_timeout: float = Field(10.0, gt=0)
+    verified_tokens_max: int = Field(50_000, ge=0)  # 0 disables remembering verified tokens
     dispatch_areas: str = Field(DEFAULT_AREAS, validation_alias=_env("DISPATCH_AREAS"))
 
     @property
@@ -58,26 +63,19 @@ class CommonSettings(BaseSettings):
             raise InvalidInput(f"unknown dispatch_area {area!r}; choose one of: {', '.join(self.areas)}")
         return area
 
-    @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self):
-        if self.environment != "production":
-            return self
-        for name in self.secret_fields:
-            value = getattr(self, name)
-            secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-            if secret is None or str(secret).strip().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError(f"{name} must be set to a real secret when BAGTRACK_ENV=production")
-        return self
-
 
 class ServiceSettings(CommonSettings):
     """A service with its own database (and pool)."""
 
     # DATABASE_URL names a server (and a base database name); each service gets its own database on it,
     # "<name>_<service>", unless <SERVICE>_DATABASE_URL names one outright. Neither set: SQLite under var/.
+    # Stored with the sync driver (migrations, seeding, tests); the service itself serves through the async
+    # driver of the same database (shared.db.async_url).
     shared_database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     database_url: str | None = None
     database_read_url: str | None = None
+    # One event loop per process: the pool bounds how many statements are in flight at once, and a write holds
+    # its connection for one round trip, so a handful of connections carries hundreds of requests a second.
     db_pool_size: int = Field(10, ge=1, le=100)
     db_max_overflow: int = Field(5, ge=0, le=100)
     db_pool_timeout: float = Field(2.0, gt=0, le=30)
@@ -91,10 +89,6 @@ class ServiceSettings(CommonSettings):
         if self.database_read_url:
             self.database_read_url = with_psycopg2_driver(self.database_read_url)
         return self
-
-    @property
-    def is_sqlite(self) -> bool:
-        return str(self.database_url).startswith("sqlite")
 
 
 def derive_database_url(shared_url: str | None, service: str, var_dir: Path) -> str:

@@ -1,24 +1,186 @@
-"""Commit once at the service boundary, then invalidate the cache entries the transaction changed.
+"""The one write path of every service: one short transaction, one commit, then the cache invalidations —
+with idempotency as an option.
 
-Invalidating before the commit would let a concurrent reader cache the old rows again; invalidating
-after it, with a short-lived tombstone (shared.cache.invalidate), closes that window.
+    written = await run_write(db, cache, action, idempotency=Idempotency.of(user_id, key, "scan-child", request))
+
+`action(work)` applies the rules through `work.execute(...)` and names the cache entries it made stale with
+`work.touch(...)`; nothing slow that is not the database (hashing, HTTP) runs inside it. The helper commits once
+and invalidates only after the commit (before it, a concurrent reader could cache the old rows again; after it,
+a short tombstone closes that window). A lost race (`LostRace`) is re-run on a fresh transaction.
+
+Idempotency: the key and the write's result are stored in the same transaction as the write, so either both
+land or neither; a retry with the key replays the stored result, and the same key with another request is a
+422. A write that is ONE statement (`one_statement=True`) runs in autocommit and folds the key's lookup and its
+record into that statement itself (`work.idempotency`, `work.replay`): one round trip for the whole write.
 """
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Generic, TypeVar
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, SmallInteger, String, Table, Text, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.cache import Cache, invalidate
+from shared.errors import ProblemError, ServiceUnavailable
+from shared.timeutil import utcnow
 
-_TOUCHED = "touched_cache_keys"
+T = TypeVar("T")
+ATTEMPTS = 3  # a write that loses a race twice in a row is contended; the third time it answers 503
+
+# Every service that takes idempotency keys has this table in its own database (its migrations create it).
+IDEMPOTENT_REQUESTS = Table(
+    "idempotent_requests", MetaData(),
+    Column("user_id", Integer, primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status_code", SmallInteger, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 
 
-def touch(session: Session, *cache_keys: str) -> None:
-    """Note cache entries that this transaction's writes make stale."""
-    session.info.setdefault(_TOUCHED, set()).update(cache_keys)
+# A write that is one PostgreSQL statement looks its key up in its first CTE and records it in its last, so the
+# lookup, the write and the record are one round trip and one atomic statement. The casts fix every parameter's
+# type (PostgreSQL cannot deduce one from `$1 IS NULL` or from a SELECT list).
+PRIOR_CTE = """prior AS (
+    SELECT fingerprint, response FROM idempotent_requests
+    WHERE user_id = CAST(:idem_user AS integer) AND key = CAST(:idem_key AS varchar))"""
 
 
-def commit(session: Session, cache: Cache) -> None:
-    session.commit()
-    keys = session.info.pop(_TOUCHED, None)
-    if keys:
-        invalidate(cache, *keys)
+def record_cte(result: str, when: str) -> str:
+    """The CTE that records `result` (a SQL expression of JSON text) under the key, when `when` holds."""
+    return f"""recorded AS (
+    INSERT INTO idempotent_requests (user_id, key, fingerprint, status_code, response, created_at)
+    SELECT CAST(:idem_user AS integer), CAST(:idem_key AS varchar), CAST(:idem_fingerprint AS varchar), 200,
+           {result}, now()
+    WHERE CAST(:idem_key AS varchar) IS NOT NULL AND ({when}))"""
+
+
+class KeyReused(ProblemError):
+    status, slug = 422, "idempotency-key-reused"
+
+
+class LostRace(Exception):
+    """Raised by a write whose statement lost a race with a concurrent one: run it again from the start."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A write a client may retry: the caller, their key, and a fingerprint of what was asked."""
+
+    user_id: int
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, user_id: int, key: str | None, operation: str, request: dict[str, Any]) -> "Idempotency | None":
+        if not key:
+            return None
+        digest = hashlib.sha256(json.dumps([operation, request], sort_keys=True).encode()).hexdigest()
+        return cls(user_id, key, digest)
+
+
+
+@dataclass(frozen=True)
+class Written(Generic[T]):
+    result: T
+    replayed: bool
+
+
+class UnitOfWork:
+    """What a write's rules see: its connection, its dialect, and the cache entries it touched."""
+
+    def __init__(self, conn: AsyncConnection, dialect: str, idempotency: Idempotency | None) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self.idempotency = idempotency
+        self.touched: set[str] = set()
+        self.replayed: Any = None
+
+    async def execute(self, statement, params: dict[str, Any] | None = None):
+        return await self.conn.execute(statement, params or {})
+
+    def idempotency_params(self) -> dict[str, Any]:
+        """Bind parameters of PRIOR_CTE and record_cte() (all None when the write carries no key)."""
+        i = self.idempotency
+        return {"idem_user": i and i.user_id, "idem_key": i and i.key, "idem_fingerprint": i and i.fingerprint}
+
+    def touch(self, *cache_keys: str) -> None:
+        """Note cache entries that this write makes stale (invalidated after the commit)."""
+        self.touched.update(cache_keys)
+
+    def replay(self, fingerprint: str | None, stored: str | None) -> Any:
+        """What a one-statement write found already recorded under its key: the first result to answer with
+        (None if there was none); a 422 when the key was used for a different request."""
+        if fingerprint is None or self.idempotency is None:
+            return None
+        self.replayed = _stored_result(self.idempotency, fingerprint, stored)
+        return self.replayed
+
+
+async def run_write(db, cache: Cache, action: Callable[[UnitOfWork], Awaitable[T]], *,
+                    idempotency: Idempotency | None = None, one_statement: bool = False) -> Written[T]:
+    """Run `action` as one transaction (or one autocommit statement), commit once, then invalidate."""
+    for _ in range(ATTEMPTS):
+        async with db.connection(autocommit=one_statement) as conn:
+            work = UnitOfWork(conn, db.dialect, idempotency)
+            try:
+                if idempotency and not one_statement:
+                    prior = await _find(conn, idempotency)
+                    if prior is not None:
+                        return Written(prior, True)
+                result = await action(work)
+                if work.replayed is not None:
+                    return Written(work.replayed, True)
+                if idempotency and not one_statement:
+                    await conn.execute(record_statement(), record_params(idempotency, result))
+                if not one_statement:
+                    await conn.commit()
+            except LostRace:
+                continue
+            except IntegrityError as exc:
+                if idempotency and _on_idempotency_key(exc):
+                    continue  # the same request, sent twice at once, committed first: replay it next time round
+                raise
+        await invalidate(cache, work.touched)
+        return Written(result, False)
+    raise ServiceUnavailable("too many concurrent changes to the same bag; retry", retry_after=1)
+
+
+def record_statement():
+    return insert(IDEMPOTENT_REQUESTS)
+
+
+def record_params(idempotency: Idempotency, result: Any) -> dict[str, Any]:
+    return {"user_id": idempotency.user_id, "key": idempotency.key, "fingerprint": idempotency.fingerprint,
+            "status_code": 200, "response": json.dumps(result), "created_at": utcnow()}
+
+
+async def purge_idempotency_keys(work: UnitOfWork, before: datetime) -> int:
+    """Forget keys older than `before` (retries come within seconds, not days)."""
+    result = await work.execute(delete(IDEMPOTENT_REQUESTS).where(IDEMPOTENT_REQUESTS.c.created_at < before))
+    return result.rowcount
+
+
+async def _find(conn: AsyncConnection, idempotency: Idempotency) -> Any:
+    row = (await conn.execute(
+        select(IDEMPOTENT_REQUESTS.c.fingerprint, IDEMPOTENT_REQUESTS.c.response)
+        .where(IDEMPOTENT_REQUESTS.c.user_id == idempotency.user_id, IDEMPOTENT_REQUESTS.c.key == idempotency.key)
+    )).first()
+    return None if row is None else _stored_result(idempotency, row.fingerprint, row.response)
+
+
+def _stored_result(idempotency: Idempotency, fingerprint: str, stored: str | None) -> Any:
+    if fingerprint != idempotency.fingerprint:
+        raise KeyReused(f"scan_id / Idempotency-Key {idempotency.key!r} was already used for a different request")
+    return json.loads(stored)
+
+
+def _on_idempotency_key(exc: IntegrityError) -> bool:
+    # PostgreSQL names the primary key (idempotent_requests_pkey); SQLite names the table's columns.
+    return "idempotent_requests" in str(exc.orig)

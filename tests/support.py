@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import closing
+from contextlib import closing, contextmanager
+from typing import Iterator
 
 import pytest
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -57,3 +59,14 @@ def free_port() -> int:
     with closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def db_session(app) -> Iterator[Session]:
+    """A plain (sync) session on an in-process app's own database, for arranging and checking rows in tests."""
+    engine = create_engine(app.state.settings.database_url, poolclass=pool.NullPool)
+    try:
+        with Session(engine) as session:
+            yield session
+    finally:
+        engine.dispose()

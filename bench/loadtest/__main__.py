@@ -26,10 +26,10 @@ import aiohttp
 from bench.loadtest.accounts import Accounts, SetupFailed
 from bench.loadtest.report import CpuMeter, Stats, listening_pids, render
 from bench.loadtest.workload import Dispatcher, Lookup, Shared
+from shared.settings import DEFAULT_AREAS
+from shared.topology import local_ports
 
 CLIENT_TIMEOUT = 10.0  # an answer later than this is a failure
-DEFAULT_AREAS = "lucknow,indore,jaipur,hisar,sri_ganganagar,sangaria,bathinda,raipur,ranchi,akola"
-SERVICES = ("auth", "scanning", "billing", "dashboard")
 
 
 def loopback_only(url: str) -> None:
@@ -44,10 +44,7 @@ def loopback_only(url: str) -> None:
 
 def process_ports(url: str) -> dict[str, int]:
     """Where the system's processes listen: the gateway at the URL, the services from the stack's port base."""
-    base = int(os.environ.get("BAGTRACK_SERVICES_PORT_BASE", "8000"))
-    ports = {name: base + i for i, name in enumerate(SERVICES, start=1)}
-    ports["gateway"] = urlsplit(url).port or 80
-    return ports
+    return local_ports(int(os.environ.get("BAGTRACK_SERVICES_PORT_BASE", "8000")), urlsplit(url).port or 80)
 
 
 async def run(args: argparse.Namespace) -> str:

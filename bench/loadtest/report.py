@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from bisect import insort
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path

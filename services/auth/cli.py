@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
 import sys
@@ -14,34 +15,36 @@ from services.auth import service
 from services.auth.config import Settings
 from services.auth.keys import SigningKey, generate_pem
 from services.auth.passwords import Passwords
+from services.auth.schemas import UserCreate
 from shared.cache import MemoryCache
 from shared.db import Database
 from shared.errors import ProblemError
 
 
+async def _create_admin(settings: Settings, username: str, email: str, password: str):
+    passwords = await Passwords.create(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                                       parallelism=settings.argon2_parallelism, max_concurrent=1)
+    db = Database(settings)
+    ctx = service.AuthContext(settings, db, MemoryCache("auth"), passwords, SigningKey.load(settings))
+    try:
+        return await service.create_user(ctx=ctx, user_in=UserCreate(username=username, email=email,
+                                                                      password=password, role="admin"))
+    finally:
+        await db.dispose()
+
+
 def create_admin(args: argparse.Namespace) -> int:
     settings = Settings()
     password = os.environ.get("BAGTRACK_ADMIN_PASSWORD") or getpass.getpass("password for the new admin: ")
-    ctx = service.AuthContext(
-        settings=settings,
-        passwords=Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
-                            parallelism=settings.argon2_parallelism, max_concurrent=1),
-        keys=SigningKey.load(settings), cache=MemoryCache("auth"),
-    )
-    db = Database(settings)
+    email = args.email or f"{args.username.lower()}@bagtrack.example.com"
     try:
-        with db.session() as session:
-            user = service.create_user(session=session, ctx=ctx, user_in=service.UserCreate(
-                username=args.username, email=args.email or f"{args.username.lower()}@bagtrack.example.com",
-                password=password, role="admin"))
+        user = asyncio.run(_create_admin(settings, args.username, email, password))
     except ProblemError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1
     except ValueError as exc:  # pydantic validation of username/email
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        db.dispose()
     print(f"created admin {user.username!r} (id {user.id})")
     return 0
 

@@ -1,4 +1,4 @@
-"""Dependency aliases for the auth service's handlers (all `async def`: no I/O, no thread hop)."""
+"""Dependency aliases for the auth service's handlers (all `async def`, no I/O)."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.auth.service import AuthContext
-from shared.deps import ClientIp, DbDep  # noqa: F401  (re-exported for the handlers)
+from shared.deps import ClientIp  # noqa: F401  (re-exported for the handlers)
 from shared.security import CurrentPrincipal, Principal, require_roles
 
 

@@ -1,9 +1,11 @@
-"""Password policy and argon2id hashing (CPU-bound by design: callers run it off the event loop)."""
+"""Password policy and argon2id hashing: CPU-bound by design, so it runs in worker threads, a few at a time,
+and never while a database connection is held."""
 from __future__ import annotations
 
 import re
-import threading
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -30,25 +32,32 @@ def password_problems(password: str) -> list[str]:
 
 
 class Passwords:
-    """argon2id with explicit parameters; at most `max_concurrent` hashes at once bounds memory and CPU."""
+    """argon2id with explicit parameters; at most `max_concurrent` hashes at once (each in a worker thread)
+    bounds memory and CPU. Built on the event loop with `await Passwords.create(...)`."""
 
-    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int, max_concurrent: int) -> None:
-        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism,
-                                      type=Type.ID)
-        self._slots = threading.BoundedSemaphore(max_concurrent)
+    def __init__(self, hasher: PasswordHasher, max_concurrent: int, dummy_hash: str) -> None:
+        self._hasher = hasher
+        self._slots = CapacityLimiter(max_concurrent)
         # Verified against when the username is unknown, so both paths cost one argon2 verification.
-        self._dummy_hash = self._hasher.hash("not a real password: equal timing for unknown users")
+        self._dummy_hash = dummy_hash
 
-    def hash(self, password: str) -> str:
-        with self._slots:
-            return self._hasher.hash(password)
+    @classmethod
+    async def create(cls, *, time_cost: int, memory_kib: int, parallelism: int, max_concurrent: int) -> "Passwords":
+        hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID)
+        dummy = await anyio.to_thread.run_sync(hasher.hash, "not a real password: equal timing for unknown users")
+        return cls(hasher, max_concurrent, dummy)
 
-    def verify(self, password_hash: str | None, password: str) -> bool:
-        with self._slots:
-            try:
-                return self._hasher.verify(password_hash or self._dummy_hash, password) and password_hash is not None
-            except (VerificationError, InvalidHashError):
-                return False
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self._slots)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        return await anyio.to_thread.run_sync(self._verify, password_hash, password, limiter=self._slots)
+
+    def _verify(self, password_hash: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash or self._dummy_hash, password) and password_hash is not None
+        except (VerificationError, InvalidHashError):
+            return False
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)

@@ -3,122 +3,141 @@ from __future__ import annotations
 
 import zlib
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Row, case, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.auth.models import RefreshToken, User
+from shared.unit_of_work import UnitOfWork
+
+users, refresh_tokens = User.__table__, RefreshToken.__table__
 
 
-def get_user(session: Session, user_id: int) -> User | None:
-    return session.get(User, user_id)
+async def get_user(conn: AsyncConnection, user_id: int) -> Row | None:
+    return (await conn.execute(select(users).where(users.c.id == user_id))).first()
 
 
-def get_user_by_username(session: Session, username: str) -> User | None:
-    return session.scalar(select(User).where(User.username_key == username.lower()))
+async def get_user_by_username(conn: AsyncConnection, username: str) -> Row | None:
+    return (await conn.execute(select(users).where(users.c.username_key == username.lower()))).first()
 
 
-def username_taken(session: Session, username: str) -> bool:
-    return session.scalar(select(User.id).where(User.username_key == username.lower())) is not None
+async def username_taken(conn: AsyncConnection, username: str) -> bool:
+    return await conn.scalar(select(users.c.id).where(users.c.username_key == username.lower())) is not None
 
 
-def email_taken(session: Session, email: str, *, exclude_id: int | None = None) -> bool:
-    query = select(User.id).where(User.email == email.lower())
+async def email_taken(conn: AsyncConnection, email: str, *, exclude_id: int | None = None) -> bool:
+    query = select(users.c.id).where(users.c.email == email.lower())
     if exclude_id is not None:
-        query = query.where(User.id != exclude_id)
-    return session.scalar(query) is not None
+        query = query.where(users.c.id != exclude_id)
+    return await conn.scalar(query) is not None
 
 
-def serialize(session: Session, name: str) -> None:
+async def serialize(work: UnitOfWork, name: str) -> None:
     """Serialise read-check-write rules (last admin, dispatchers per area) across concurrent requests.
 
-    PostgreSQL: a transaction-scoped advisory lock per rule. SQLite: a write that matches no row still
-    takes the database's single write lock, so the counting that follows sees every earlier commit.
+    PostgreSQL: a transaction-scoped advisory lock per rule. SQLite: every write transaction already holds the
+    database's single write lock from its start (BEGIN IMMEDIATE), so the counting that follows sees every commit.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(zlib.crc32(name.encode()))))
-    else:
-        session.execute(update(User).where(User.id == -1).values(failed_logins=User.failed_logins))
+    if work.dialect == "postgresql":
+        await work.execute(select(func.pg_advisory_xact_lock(zlib.crc32(name.encode()))))
 
 
-def count_active_admins(session: Session) -> int:
-    return session.scalar(select(func.count()).where(User.role == "admin", User.is_active.is_(True))) or 0
+async def count_active_admins(conn: AsyncConnection) -> int:
+    return await conn.scalar(select(func.count()).where(users.c.role == "admin", users.c.is_active.is_(True))) or 0
 
 
-def any_admin(session: Session) -> bool:
-    return session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None
+async def any_admin(conn: AsyncConnection) -> bool:
+    return await conn.scalar(select(users.c.id).where(users.c.role == "admin").limit(1)) is not None
 
 
-def count_active_dispatchers(session: Session, area: str, *, exclude_id: int | None = None) -> int:
-    query = select(func.count()).where(User.role == "dispatcher", User.dispatch_area == area, User.is_active.is_(True))
+async def count_active_dispatchers(conn: AsyncConnection, area: str, *, exclude_id: int | None = None) -> int:
+    query = select(func.count()).where(users.c.role == "dispatcher", users.c.dispatch_area == area,
+                                       users.c.is_active.is_(True))
     if exclude_id is not None:
-        query = query.where(User.id != exclude_id)
-    return session.scalar(query) or 0
+        query = query.where(users.c.id != exclude_id)
+    return await conn.scalar(query) or 0
 
 
-def list_users(session: Session, *, after_id: int | None, limit: int, role: str | None, area: str | None,
-               is_active: bool | None, q: str | None) -> list[User]:
-    query = select(User).order_by(User.id).limit(limit)
+async def list_users(conn: AsyncConnection, *, after_id: int | None, limit: int, role: str | None, area: str | None,
+                     is_active: bool | None, q: str | None) -> list[Row]:
+    query = select(users).order_by(users.c.id).limit(limit)
     if after_id is not None:
-        query = query.where(User.id > after_id)
+        query = query.where(users.c.id > after_id)
     if role:
-        query = query.where(User.role == role)
+        query = query.where(users.c.role == role)
     if area:
-        query = query.where(User.dispatch_area == area)
+        query = query.where(users.c.dispatch_area == area)
     if is_active is not None:
-        query = query.where(User.is_active.is_(is_active))
+        query = query.where(users.c.is_active.is_(is_active))
     if q:
-        query = query.where(User.username_key.contains(q.lower(), autoescape=True))
-    return list(session.scalars(query))
+        query = query.where(users.c.username_key.contains(q.lower(), autoescape=True))
+    return list((await conn.execute(query)).all())
 
 
-def record_failed_login(session: Session, user_id: int, *, threshold: int, lock_until: datetime) -> None:
+async def insert_user(work: UnitOfWork, values: dict[str, Any]) -> Row:
+    return (await work.execute(insert(users).values(**values).returning(*users.c))).one()
+
+
+async def update_user(work: UnitOfWork, user_id: int, values: dict[str, Any]) -> Row:
+    return (await work.execute(update(users).where(users.c.id == user_id)
+                               .values(**values, updated_at=func.now()).returning(*users.c))).one()
+
+
+async def delete_user(work: UnitOfWork, user_id: int) -> None:
+    await work.execute(delete(users).where(users.c.id == user_id))
+
+
+async def record_failed_login(work: UnitOfWork, user_id: int, *, threshold: int, lock_until: datetime) -> None:
     """Count a failure atomically; the failure that reaches the threshold locks the account."""
-    session.execute(
-        update(User)
-        .where(User.id == user_id)
+    await work.execute(
+        update(users)
+        .where(users.c.id == user_id)
         .values(
-            locked_until=case((User.failed_logins + 1 >= threshold, lock_until), else_=User.locked_until),
-            failed_logins=case((User.failed_logins + 1 >= threshold, 0), else_=User.failed_logins + 1),
+            locked_until=case((users.c.failed_logins + 1 >= threshold, lock_until), else_=users.c.locked_until),
+            failed_logins=case((users.c.failed_logins + 1 >= threshold, 0), else_=users.c.failed_logins + 1),
         )
     )
 
 
-def record_successful_login(session: Session, user: User, now: datetime) -> None:
-    user.failed_logins = 0
-    user.locked_until = None
-    user.last_login_at = now
+async def record_successful_login(work: UnitOfWork, user_id: int, now: datetime, *,
+                                  password_hash: str | None = None) -> bool:
+    """Reset the failure count, unless the account was locked meanwhile (then False: the lock stands)."""
+    values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login_at": now}
+    if password_hash:
+        values["password_hash"] = password_hash
+    result = await work.execute(
+        update(users).where(users.c.id == user_id, or_(users.c.locked_until.is_(None), users.c.locked_until <= now))
+        .values(**values))
+    return result.rowcount == 1
 
 
-def add_refresh_token(session: Session, token: RefreshToken) -> None:
-    session.add(token)
+async def add_refresh_token(work: UnitOfWork, values: dict[str, Any]) -> None:
+    await work.execute(insert(refresh_tokens).values(**values))
 
 
-def get_refresh_token(session: Session, token_id: str) -> RefreshToken | None:
-    return session.get(RefreshToken, token_id)
+async def get_refresh_token(conn: AsyncConnection, token_id: str) -> Row | None:
+    return (await conn.execute(select(refresh_tokens).where(refresh_tokens.c.id == token_id))).first()
 
 
-def mark_refresh_used(session: Session, token_id: str, now: datetime) -> bool:
+async def mark_refresh_used(work: UnitOfWork, token_id: str, now: datetime) -> bool:
     """Claim a refresh token for rotation; False if another request already used or revoked it."""
-    result = session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None), RefreshToken.revoked_at.is_(None))
+    result = await work.execute(
+        update(refresh_tokens)
+        .where(refresh_tokens.c.id == token_id, refresh_tokens.c.used_at.is_(None),
+               refresh_tokens.c.revoked_at.is_(None))
         .values(used_at=now)
     )
     return result.rowcount == 1
 
 
-def revoke_family(session: Session, family_id: str, now: datetime) -> None:
-    session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+async def revoke_family(work: UnitOfWork, family_id: str, now: datetime) -> None:
+    await work.execute(update(refresh_tokens)
+                       .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+                       .values(revoked_at=now))
 
 
-def revoke_user_tokens(session: Session, user_id: int, now: datetime) -> None:
-    session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+async def revoke_user_tokens(work: UnitOfWork, user_id: int, now: datetime) -> None:
+    await work.execute(update(refresh_tokens)
+                       .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+                       .values(revoked_at=now))

@@ -1,4 +1,9 @@
-"""The auth service's rules: login with lockout, token rotation, user administration."""
+"""The auth service's rules: login with lockout, token rotation, user administration.
+
+Every write goes through the one unit of work (shared.unit_of_work.run_write). Password hashing runs before
+or after it, never inside: a transaction (and its pooled connection) is held for milliseconds, not for an
+argon2 hash, so a login storm cannot starve the other routes of connections.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -10,20 +15,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
+from fastapi import FastAPI
+from pydantic import ValidationError
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from services.auth import repository as repo
 from services.auth.config import Settings
 from services.auth.keys import SigningKey
-from services.auth.models import RefreshToken, User
 from services.auth.passwords import Passwords, password_problems
 from services.auth.schemas import TokenPair, UserCreate, UserUpdate
 from shared.cache import Cache
+from shared.db import Database
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound, ProblemError, Unauthorized
 from shared.ratelimit import hit
 from shared.security import Principal
 from shared.timeutil import as_utc, utcnow
+from shared.unit_of_work import UnitOfWork, run_write
 
 log = logging.getLogger("bagtrack.auth")
 
@@ -36,111 +44,159 @@ class AccountLocked(ProblemError):
 
 @dataclass
 class AuthContext:
-    """What the rules need beyond a session; built once in the app lifespan."""
+    """What the rules need beyond the request; built once at start-up."""
 
     settings: Settings
+    db: Database
+    cache: Cache
     passwords: Passwords
     keys: SigningKey
-    cache: Cache
+
+    async def write(self, action, **options):
+        """Run `action(work)` through the unit of work on auth's database and cache."""
+        return (await run_write(self.db, self.cache, action, **options)).result
+
+
+async def build_context(app: FastAPI) -> None:
+    """Start-up hook: the auth context on app.state (the dummy hash is computed off the event loop)."""
+    settings: Settings = app.state.settings
+    passwords = await Passwords.create(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                                       parallelism=settings.argon2_parallelism,
+                                       max_concurrent=settings.max_concurrent_hashes)
+    app.state.auth = AuthContext(settings, app.state.db, app.state.cache, passwords, SigningKey.load(settings))
+
+
+async def first_admin(app: FastAPI) -> None:
+    """Start-up hook: the first admin from BAGTRACK_ADMIN_USERNAME / _PASSWORD, when both are set and no admin
+    exists; a password the policy refuses stops the start with the reason."""
+    settings: Settings = app.state.settings
+    if not (settings.admin_username and settings.admin_password):
+        return
+    try:
+        user = await ensure_first_admin(ctx=app.state.auth, username=settings.admin_username,
+                                        password=settings.admin_password.get_secret_value(), email=settings.admin_email)
+    except ProblemError as exc:
+        raise RuntimeError(f"cannot create the first admin from BAGTRACK_ADMIN_*: {exc.detail}") from exc
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise RuntimeError(f"cannot create the first admin from BAGTRACK_ADMIN_*: {reasons}") from exc
+    if user:
+        log.info("created first admin %r from BAGTRACK_ADMIN_USERNAME", user.username)
 
 
 # --- login and tokens -------------------------------------------------------------------------------
 
-def authenticate(*, session: Session, ctx: AuthContext, username: str, password: str, client_ip: str) -> TokenPair:
+async def authenticate(*, ctx: AuthContext, username: str, password: str, client_ip: str) -> TokenPair:
     """Check credentials under rate limits and lockout; on success issue a new token family."""
     settings = ctx.settings
     window = settings.login_limit_window
-    hit(ctx.cache, f"login:ip:{client_ip}", limit=settings.login_limit_per_ip, window=window, what="login attempts from this address")
-    hit(ctx.cache, f"login:user:{username.lower()}", limit=settings.login_limit_per_username, window=window, what="login attempts for this user")
+    await hit(ctx.cache, f"login:ip:{client_ip}", limit=settings.login_limit_per_ip, window=window,
+              what="login attempts from this address")
+    await hit(ctx.cache, f"login:user:{username.lower()}", limit=settings.login_limit_per_username, window=window,
+              what="login attempts for this user")
 
-    user = repo.get_user_by_username(session, username)
+    async with ctx.db.read() as conn:
+        user = await repo.get_user_by_username(conn, username)
     # Unknown users are verified against a dummy hash: both paths cost one argon2 verification.
-    password_ok = ctx.passwords.verify(user.password_hash if user else None, password)
+    password_ok = await ctx.passwords.verify(user.password_hash if user else None, password)
     if user is None:
         raise Unauthorized(INVALID_CREDENTIALS)
     now = utcnow()
-    locked_until = as_utc(user.locked_until)
-    if locked_until and locked_until > now:
-        minutes = max(1, round((locked_until - now).total_seconds() / 60))
-        raise AccountLocked(f"account locked after repeated failed logins; try again in {minutes} min or ask an admin to unlock it")
+    _check_not_locked(user.locked_until, now)
     if not password_ok:
-        repo.record_failed_login(session, user.id, threshold=settings.lockout_threshold,
-                                 lock_until=now + timedelta(minutes=settings.lockout_minutes))
-        session.commit()
+        async def count_failure(work: UnitOfWork) -> None:
+            await repo.record_failed_login(work, user.id, threshold=settings.lockout_threshold,
+                                           lock_until=now + timedelta(minutes=settings.lockout_minutes))
+
+        await ctx.write(count_failure)
         raise Unauthorized(INVALID_CREDENTIALS)
     if not user.is_active:
         raise Forbidden("account is deactivated; ask an admin")
-    repo.record_successful_login(session, user, now)
-    if ctx.passwords.needs_rehash(user.password_hash):
-        user.password_hash = ctx.passwords.hash(password)
-    pair = _issue_tokens(session, ctx, user, family_id=None, now=now)
-    session.commit()
+    new_hash = await ctx.passwords.hash(password) if ctx.passwords.needs_rehash(user.password_hash) else None
+
+    async def sign_in(work: UnitOfWork) -> TokenPair | None:
+        if not await repo.record_successful_login(work, user.id, now, password_hash=new_hash):
+            return None  # locked by a concurrent failure since we read the row: the lock stands
+        return await _issue_tokens(work, ctx, user, family_id=None, now=now)
+
+    pair = await ctx.write(sign_in)
+    if pair is None:
+        async with ctx.db.read() as conn:
+            _check_not_locked((await repo.get_user(conn, user.id)).locked_until, now)
+        raise Unauthorized(INVALID_CREDENTIALS)
     return pair
 
 
-def rotate_refresh_token(*, session: Session, ctx: AuthContext, raw_token: str) -> TokenPair:
+def _check_not_locked(locked_until: datetime | None, now: datetime) -> None:
+    locked_until = as_utc(locked_until)
+    if locked_until and locked_until > now:
+        minutes = max(1, round((locked_until - now).total_seconds() / 60))
+        raise AccountLocked(f"account locked after repeated failed logins; try again in {minutes} min "
+                            "or ask an admin to unlock it")
+
+
+async def rotate_refresh_token(*, ctx: AuthContext, raw_token: str) -> TokenPair:
     """Exchange a refresh token for a new pair. Presenting an already-rotated token revokes its family."""
-    token = _find_refresh_token(session, raw_token)
-    now = utcnow()
-    if token is None:
-        raise Unauthorized("invalid refresh token")
-    if token.revoked_at is not None:
-        raise Unauthorized("refresh token revoked")
-    if token.used_at is not None or not repo.mark_refresh_used(session, token.id, now):
-        repo.revoke_family(session, token.family_id, now)
-        session.commit()
-        log.warning("refresh token reuse detected; family revoked", extra={"fields": {"user_id": token.user_id}})
-        raise Unauthorized("refresh token reuse detected; this login's sessions are revoked, log in again")
-    if as_utc(token.expires_at) <= now:
-        session.commit()
-        raise Unauthorized("refresh token expired; log in again")
-    user = repo.get_user(session, token.user_id)
-    if user is None or not user.is_active:
-        repo.revoke_family(session, token.family_id, now)
-        session.commit()
-        raise Unauthorized("account is not active")
-    pair = _issue_tokens(session, ctx, user, family_id=token.family_id, now=now)
-    session.commit()
-    return pair
+
+    async def rotate(work: UnitOfWork) -> TokenPair | Unauthorized:
+        # A refusal that revokes is *returned*, so the revocation commits before the 401 is raised.
+        token = await _find_refresh_token(work, raw_token)
+        now = utcnow()
+        if token is None:
+            return Unauthorized("invalid refresh token")
+        if token.revoked_at is not None:
+            return Unauthorized("refresh token revoked")
+        if token.used_at is not None or not await repo.mark_refresh_used(work, token.id, now):
+            await repo.revoke_family(work, token.family_id, now)
+            log.warning("refresh token reuse detected; family revoked", extra={"fields": {"user_id": token.user_id}})
+            return Unauthorized("refresh token reuse detected; this login's sessions are revoked, log in again")
+        if as_utc(token.expires_at) <= now:
+            return Unauthorized("refresh token expired; log in again")
+        user = await repo.get_user(work.conn, token.user_id)
+        if user is None or not user.is_active:
+            await repo.revoke_family(work, token.family_id, now)
+            return Unauthorized("account is not active")
+        return await _issue_tokens(work, ctx, user, family_id=token.family_id, now=now)
+
+    outcome = await ctx.write(rotate)
+    if isinstance(outcome, Unauthorized):
+        raise outcome
+    return outcome
 
 
-def logout(*, session: Session, principal: Principal, raw_token: str) -> None:
+async def logout(*, ctx: AuthContext, principal: Principal, raw_token: str) -> None:
     """Revoke the refresh token's whole family (this login on every device it was rotated to)."""
-    token = _find_refresh_token(session, raw_token)
-    if token is None or token.user_id != principal.user_id:
-        return  # logging out twice, or with a stranger's token, changes nothing and reveals nothing
-    repo.revoke_family(session, token.family_id, utcnow())
-    session.commit()
+
+    async def revoke(work: UnitOfWork) -> None:
+        token = await _find_refresh_token(work, raw_token)
+        if token is not None and token.user_id == principal.user_id:
+            # Logging out twice, or with a stranger's token, changes nothing and reveals nothing.
+            await repo.revoke_family(work, token.family_id, utcnow())
+
+    await ctx.write(revoke)
 
 
-def _issue_tokens(session: Session, ctx: AuthContext, user: User, *, family_id: str | None, now: datetime) -> TokenPair:
+async def _issue_tokens(work: UnitOfWork, ctx: AuthContext, user: Row, *, family_id: str | None,
+                        now: datetime) -> TokenPair:
     settings = ctx.settings
     claims = {
-        "sub": str(user.id),
-        "username": user.username,
-        "role": user.role,
-        "area": user.dispatch_area,
-        "typ": "access",
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": int(now.timestamp()),
-        "exp": int(now.timestamp()) + settings.access_token_ttl,
-        "jti": uuid.uuid4().hex,
+        "sub": str(user.id), "username": user.username, "role": user.role, "area": user.dispatch_area,
+        "typ": "access", "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
+        "iat": int(now.timestamp()), "exp": int(now.timestamp()) + settings.access_token_ttl, "jti": uuid.uuid4().hex,
     }
     access = jwt.encode(claims, ctx.keys.private_key, algorithm="EdDSA", headers={"kid": ctx.keys.kid})
     token_id, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
-    repo.add_refresh_token(session, RefreshToken(
-        id=token_id, family_id=family_id or secrets.token_urlsafe(24), user_id=user.id,
-        secret_hash=_digest(secret), expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
-    ))
+    await repo.add_refresh_token(work, dict(
+        id=token_id, family_id=family_id or secrets.token_urlsafe(24), user_id=user.id, secret_hash=_digest(secret),
+        expires_at=now + timedelta(seconds=settings.refresh_token_ttl)))
     return TokenPair(access_token=access, refresh_token=f"{token_id}.{secret}", expires_in=settings.access_token_ttl)
 
 
-def _find_refresh_token(session: Session, raw_token: str) -> RefreshToken | None:
+async def _find_refresh_token(work: UnitOfWork, raw_token: str) -> Row | None:
     token_id, _, secret = raw_token.partition(".")
     if not token_id or not secret or len(token_id) > 43:
         return None
-    token = repo.get_refresh_token(session, token_id)
+    token = await repo.get_refresh_token(work.conn, token_id)
     if token is None or not hmac.compare_digest(token.secret_hash, _digest(secret)):
         return None
     return token
@@ -152,99 +208,117 @@ def _digest(secret: str) -> str:
 
 # --- users --------------------------------------------------------------------------------------------
 
-def create_user(*, session: Session, ctx: AuthContext, user_in: UserCreate) -> User:
+async def create_user(*, ctx: AuthContext, user_in: UserCreate) -> Row:
     area = _checked_area(ctx, user_in.role, user_in.dispatch_area)
     _check_password(user_in.password)
-    if repo.username_taken(session, user_in.username):
-        raise Conflict(f"username {user_in.username!r} is taken")
-    if repo.email_taken(session, user_in.email):
-        raise Conflict(f"email {user_in.email!r} is already registered")
-    if area:
-        _check_dispatcher_room(session, ctx, area, exclude_id=None)
-    user = User(
-        username=user_in.username, username_key=user_in.username.lower(), email=user_in.email.lower(),
-        password_hash=ctx.passwords.hash(user_in.password), role=user_in.role, dispatch_area=area,
-        is_active=True, failed_logins=0,
-    )
-    session.add(user)
-    _commit_unique(session, "username or email already registered")
-    return user
+    password_hash = await ctx.passwords.hash(user_in.password)  # before the transaction, never inside it
+
+    async def create(work: UnitOfWork) -> Row:
+        if await repo.username_taken(work.conn, user_in.username):
+            raise Conflict(f"username {user_in.username!r} is taken")
+        if await repo.email_taken(work.conn, user_in.email):
+            raise Conflict(f"email {user_in.email!r} is already registered")
+        if area:
+            await _check_dispatcher_room(work, ctx, area, exclude_id=None)
+        return await repo.insert_user(work, dict(
+            username=user_in.username, username_key=user_in.username.lower(), email=user_in.email.lower(),
+            password_hash=password_hash, role=user_in.role, dispatch_area=area, is_active=True, failed_logins=0))
+
+    return await _unique(ctx.write(create), "username or email already registered")
 
 
-def update_user(*, session: Session, ctx: AuthContext, actor: Principal, user_id: int, changes: UserUpdate) -> User:
-    user = get_user(session=session, user_id=user_id)
+async def update_user(*, ctx: AuthContext, actor: Principal, user_id: int, changes: UserUpdate) -> Row:
     fields = changes.model_fields_set
-    new_role = changes.role if "role" in fields and changes.role else user.role
-    if new_role != user.role and actor.user_id == user.id:
-        raise Forbidden("you cannot change your own role")
-    new_active = changes.is_active if "is_active" in fields and changes.is_active is not None else user.is_active
-    area_given = "dispatch_area" in fields
-    area = changes.dispatch_area if area_given else (user.dispatch_area if new_role == "dispatcher" else None)
-    area = _checked_area(ctx, new_role, area)
 
-    if user.role == "admin" and user.is_active and (new_role != "admin" or not new_active):
-        _check_not_last_admin(session, "demote or deactivate")
-    if new_role == "dispatcher" and new_active and (user.role != "dispatcher" or area != user.dispatch_area or not user.is_active):
-        _check_dispatcher_room(session, ctx, area, exclude_id=user.id)
-    if "email" in fields and changes.email and changes.email.lower() != user.email:
-        if repo.email_taken(session, changes.email, exclude_id=user.id):
-            raise Conflict(f"email {changes.email!r} is already registered")
-        user.email = changes.email.lower()
+    async def update(work: UnitOfWork) -> Row:
+        user = await _existing_user(work.conn, user_id)
+        new_role = changes.role if "role" in fields and changes.role else user.role
+        if new_role != user.role and actor.user_id == user.id:
+            raise Forbidden("you cannot change your own role")
+        new_active = changes.is_active if "is_active" in fields and changes.is_active is not None else user.is_active
+        area = changes.dispatch_area if "dispatch_area" in fields else (
+            user.dispatch_area if new_role == "dispatcher" else None)
+        area = _checked_area(ctx, new_role, area)
+        if user.role == "admin" and user.is_active and (new_role != "admin" or not new_active):
+            await _check_not_last_admin(work, "demote or deactivate")
+        if new_role == "dispatcher" and new_active and (
+                user.role != "dispatcher" or area != user.dispatch_area or not user.is_active):
+            await _check_dispatcher_room(work, ctx, area, exclude_id=user.id)
+        values = {"role": new_role, "dispatch_area": area, "is_active": new_active}
+        if "email" in fields and changes.email and changes.email.lower() != user.email:
+            if await repo.email_taken(work.conn, changes.email, exclude_id=user.id):
+                raise Conflict(f"email {changes.email!r} is already registered")
+            values["email"] = changes.email.lower()
+        if changes.unlock:
+            values.update(failed_logins=0, locked_until=None)
+        if user.is_active and not new_active:
+            # Sessions carry the old role/area until their next refresh; a deactivated user gets none.
+            await repo.revoke_user_tokens(work, user.id, utcnow())
+        return await repo.update_user(work, user.id, values)
 
-    identity_changed = (new_role, area, new_active) != (user.role, user.dispatch_area, user.is_active)
-    user.role, user.dispatch_area, user.is_active = new_role, area, new_active
-    if changes.unlock:
-        user.failed_logins, user.locked_until = 0, None
-    if identity_changed:
-        # Sessions carry the old role/area until their next refresh; a deactivated user gets none.
-        if not new_active:
-            repo.revoke_user_tokens(session, user.id, utcnow())
-    _commit_unique(session, "email already registered")
-    return user
-
-
-def delete_user(*, session: Session, actor: Principal, user_id: int) -> None:
-    user = get_user(session=session, user_id=user_id)
-    if user.id == actor.user_id:
-        raise Conflict("you cannot delete your own account")
-    if user.role == "admin" and user.is_active:
-        _check_not_last_admin(session, "delete")
-    session.delete(user)
-    session.commit()
+    return await _unique(ctx.write(update), "email already registered")
 
 
-def change_password(*, session: Session, ctx: AuthContext, principal: Principal, current: str, new: str) -> None:
-    user = repo.get_user(session, principal.user_id)
+async def delete_user(*, ctx: AuthContext, actor: Principal, user_id: int) -> None:
+    async def delete(work: UnitOfWork) -> None:
+        user = await _existing_user(work.conn, user_id)
+        if user.id == actor.user_id:
+            raise Conflict("you cannot delete your own account")
+        if user.role == "admin" and user.is_active:
+            await _check_not_last_admin(work, "delete")
+        await repo.delete_user(work, user.id)
+
+    await ctx.write(delete)
+
+
+async def change_password(*, ctx: AuthContext, principal: Principal, current: str, new: str) -> None:
+    async with ctx.db.read() as conn:
+        user = await repo.get_user(conn, principal.user_id)
     if user is None:
         raise Unauthorized("account no longer exists")
-    if not ctx.passwords.verify(user.password_hash, current):
+    if not await ctx.passwords.verify(user.password_hash, current):
         raise Forbidden("current password is wrong")
     _check_password(new)
     if new == current:
         raise InvalidInput("the new password must differ from the current one")
-    user.password_hash = ctx.passwords.hash(new)
-    repo.revoke_user_tokens(session, user.id, utcnow())  # every other session must log in again
-    session.commit()
+    new_hash = await ctx.passwords.hash(new)
+
+    async def change(work: UnitOfWork) -> None:
+        await repo.update_user(work, user.id, {"password_hash": new_hash})
+        await repo.revoke_user_tokens(work, user.id, utcnow())  # every other session must log in again
+
+    await ctx.write(change)
 
 
-def get_user(*, session: Session, user_id: int) -> User:
-    user = repo.get_user(session, user_id)
-    if user is None:
-        raise NotFound(f"user {user_id} not found")
-    return user
+async def get_user(*, ctx: AuthContext, user_id: int, primary: bool = False) -> Row:
+    """A user by id (404 if none); `primary` reads the primary even when a replica is configured."""
+    async with (ctx.db.connection(autocommit=True) if primary else ctx.db.read()) as conn:
+        return await _existing_user(conn, user_id)
 
 
-def ensure_first_admin(*, session: Session, ctx: AuthContext, username: str, password: str, email: str | None) -> User | None:
+async def list_users(*, ctx: AuthContext, **filters) -> list[Row]:
+    async with ctx.db.read() as conn:
+        return await repo.list_users(conn, **filters)
+
+
+async def ensure_first_admin(*, ctx: AuthContext, username: str, password: str, email: str | None) -> Row | None:
     """Create the first admin if no admin exists yet; None when one already does."""
-    if repo.any_admin(session):
-        return None
+    async with ctx.db.read() as conn:
+        if await repo.any_admin(conn):
+            return None
     user_in = UserCreate(username=username, email=email or f"{username.lower()}@bagtrack.example.com",
                          password=password, role="admin")
     try:
-        return create_user(session=session, ctx=ctx, user_in=user_in)
+        return await create_user(ctx=ctx, user_in=user_in)
     except Conflict:
-        session.rollback()  # another replica created it first
-        return None
+        return None  # another replica created it first
+
+
+async def _existing_user(conn, user_id: int) -> Row:
+    user = await repo.get_user(conn, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    return user
 
 
 def _checked_area(ctx: AuthContext, role: str, area: str | None) -> str | None:
@@ -263,22 +337,22 @@ def _check_password(password: str) -> None:
         raise InvalidInput("password needs " + ", ".join(problems))
 
 
-def _check_not_last_admin(session: Session, action: str) -> None:
-    repo.serialize(session, "users:admins")
-    if repo.count_active_admins(session) <= 1:
+async def _check_not_last_admin(work: UnitOfWork, action: str) -> None:
+    await repo.serialize(work, "users:admins")
+    if await repo.count_active_admins(work.conn) <= 1:
         raise Conflict(f"cannot {action} the last active admin")
 
 
-def _check_dispatcher_room(session: Session, ctx: AuthContext, area: str, *, exclude_id: int | None) -> None:
-    repo.serialize(session, f"users:area:{area}")
+async def _check_dispatcher_room(work: UnitOfWork, ctx: AuthContext, area: str, *, exclude_id: int | None) -> None:
+    await repo.serialize(work, f"users:area:{area}")
     cap = ctx.settings.max_dispatchers_per_area
-    if repo.count_active_dispatchers(session, area, exclude_id=exclude_id) >= cap:
+    if await repo.count_active_dispatchers(work.conn, area, exclude_id=exclude_id) >= cap:
         raise Conflict(f"area {area!r} already has {cap} active dispatchers")
 
 
-def _commit_unique(session: Session, message: str) -> None:
+async def _unique(write, message: str) -> Row:
+    """Await a write whose insert or update may break a unique index: that is a 409, not a 500."""
     try:
-        session.commit()
+        return await write
     except IntegrityError as exc:
-        session.rollback()
         raise Conflict(message) from exc

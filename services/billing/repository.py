@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.billing.models import Bill, BillParent
 
+bills, bill_parents = Bill.__table__, BillParent.__table__
 
-def bill_of_parent(session: Session, parent_qr: str) -> str | None:
+
+async def bill_of_parent(conn: AsyncConnection, parent_qr: str) -> str | None:
     """The bill id holding this parent bag, or None."""
-    return session.scalar(
-        select(Bill.bill_id).join(BillParent, BillParent.bill_pk == Bill.id).where(BillParent.parent_qr == parent_qr)
-    )
+    return await conn.scalar(select(bills.c.bill_id).join(bill_parents, bill_parents.c.bill_pk == bills.c.id)
+                             .where(bill_parents.c.parent_qr == parent_qr))

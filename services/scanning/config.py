@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+from shared.topology import default_url
 
 # Parent QR formats and how many children each holds (1 kg a child). Settable as JSON.
 DEFAULT_PARENT_FORMATS = '[{"pattern": "^SB[0-9]{5}$", "capacity": 30}, {"pattern": "^M444-[0-9]{5}$", "capacity": 15}]'
@@ -24,7 +25,7 @@ class Settings(ServiceSettings):
     unlink_window_seconds: int = Field(3600, ge=0)
     lookup_cache_seconds: float = Field(60, ge=0)
     idempotency_ttl_hours: int = Field(48, ge=1)
-    billing_url: str = Field("http://127.0.0.1:8003", validation_alias=AliasChoices("BILLING_URL"))
+    billing_url: str = Field(default_url("billing"), validation_alias=AliasChoices("BILLING_URL"))
 
     @field_validator("parent_formats")
     @classmethod

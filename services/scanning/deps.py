@@ -1,13 +1,15 @@
-"""Dependency aliases for the scanning service's handlers (all `async def`: no I/O, no thread hop)."""
+"""Dependency aliases for the scanning service's handlers (all `async def`, no I/O)."""
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
 
-from services.scanning.service import ScanningContext
-from shared.deps import DbDep  # noqa: F401  (re-exported for the handlers)
+from services.scanning.writes import ScanningContext
+from shared.errors import InvalidInput
 from shared.security import CurrentPrincipal, Principal, require_roles
+
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 async def get_context(request: Request) -> ScanningContext:
@@ -20,3 +22,14 @@ Deleter = Annotated[Principal, Depends(require_roles("admin", "biller"))]
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
 Anyone = CurrentPrincipal
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]
+
+
+def pick_key(body_key: str | None, header_key: str | None) -> str | None:
+    """The write's idempotency key, from the body's scan_id or the Idempotency-Key header (not two different)."""
+    if body_key and header_key and body_key != header_key:
+        raise InvalidInput("scan_id and Idempotency-Key differ; send one of them")
+    return body_key or header_key
+
+
+def mark_replayed(response: Response, replayed: bool) -> None:
+    response.headers[REPLAYED_HEADER] = "true" if replayed else "false"

@@ -1,10 +1,10 @@
-"""Scanning tables: bags (parents and children, one parent per child by construction), scans, idempotency."""
+"""Scanning tables: bags (parents and children, one parent per child by construction) and scans."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, SmallInteger,
-                        String, Text, func)
+                        String, func)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
@@ -70,14 +70,4 @@ class Scan(Base):
     )
 
 
-class IdempotentRequest(Base):
-    """The first answer to a write that carried a scan_id / Idempotency-Key, replayed on every retry."""
-
-    __tablename__ = "idempotent_requests"
-
-    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(String(128), primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    status_code: Mapped[int] = mapped_column(SmallInteger)
-    response: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+# idempotent_requests (scan_id / Idempotency-Key and the first answer) is shared.unit_of_work.IDEMPOTENT_REQUESTS.

@@ -1,20 +1,17 @@
-"""QR codes as scanners type them: normalised, then classified as a parent (with its capacity) or a child."""
+"""QR codes as scanners type them: normalised (shared.codes), then classified as a parent (with its capacity)
+or a child; a code no rule accepts is a 422 that says what the code should look like."""
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from services.scanning.config import Settings
-
-# Keyboard-wedge scanners add control characters (Enter, Tab, GS separators) and some labels carry
-# zero-width characters; none of them is ever part of a code.
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u180e\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]")
+from shared.codes import normalize_code
+from shared.errors import ProblemError
 
 
-def normalize_qr(raw: str) -> str:
-    """Upper-case, with control, zero-width and surrounding space removed (NFKC folds full-width forms)."""
-    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", raw)).strip().upper()
+class InvalidQr(ProblemError):
+    status, slug = 422, "invalid-qr"
 
 
 @dataclass(frozen=True)
@@ -31,3 +28,44 @@ def classify(qr: str, settings: Settings) -> QrKind | None:
     if settings.child_rule.match(qr):
         return QrKind(False, None)
     return None
+
+
+def parent_code(settings: Settings, raw: str) -> tuple[str, int]:
+    """A parent's normalised QR and capacity; 422 for anything else."""
+    qr = normalize_code(raw)
+    kind = classify(qr, settings)
+    if kind is None or not kind.is_parent:
+        what = "a child QR" if kind else "not a known QR format"
+        raise InvalidQr(f"{qr or raw!r} is {what}; a parent QR looks like SB12345 or M444-12345", qr_id=qr)
+    return qr, kind.capacity
+
+
+def child_code(settings: Settings, raw: str) -> str:
+    qr = normalize_code(raw)
+    kind = classify(qr, settings)
+    if kind is None:
+        raise InvalidQr(f"{qr or raw!r} is not a child QR: 4-20 characters of A-Z, 0-9 and '-'", qr_id=qr)
+    if kind.is_parent:
+        raise InvalidQr(f"{qr} is a parent QR; it cannot be packed into another parent", qr_id=qr)
+    return qr
+
+
+def any_code(settings: Settings, raw: str) -> str:
+    """A parent's or a child's normalised QR; 422 when it is neither."""
+    qr = normalize_code(raw)
+    if classify(qr, settings) is None:
+        raise InvalidQr(f"{qr or raw!r} is not a bag QR", qr_id=qr)
+    return qr
+
+
+_FILTER_QR = re.compile(r"^[A-Z0-9-]{1,32}$")
+
+
+def filter_code(raw: str | None) -> str | None:
+    """A QR (or QR prefix) used as a list filter: normalised, and only the characters codes are made of."""
+    if not raw:
+        return None
+    qr = normalize_code(raw)
+    if not _FILTER_QR.match(qr):
+        raise InvalidQr(f"{raw!r} cannot be part of a bag QR (A-Z, 0-9 and '-' only)")
+    return qr

@@ -12,6 +12,7 @@ from services.auth.app import create_app
 from services.auth.config import Settings
 from services.auth.models import RefreshToken, User
 from shared import migrate
+from tests.support import db_session
 
 ADMIN = ("admin", "Adm1n!pass")
 PASSWORD = "Str0ng!pass"
@@ -78,10 +79,11 @@ class AuthApi:
 @pytest.fixture
 def api(auth_app) -> AuthApi:
     app = auth_app.app
-    with app.state.db.session() as session:
+    with db_session(app) as session:
         session.execute(delete(RefreshToken))
         session.execute(delete(User))
         session.commit()
-        service.ensure_first_admin(session=session, ctx=app.state.auth, username=ADMIN[0], password=ADMIN[1], email=None)
-    app.state.cache.clear()
+    auth_app.portal.call(lambda: service.ensure_first_admin(ctx=app.state.auth, username=ADMIN[0],
+                                                            password=ADMIN[1], email=None))
+    auth_app.portal.call(app.state.cache.clear)
     return AuthApi(auth_app)

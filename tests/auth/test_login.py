@@ -5,6 +5,7 @@ import jwt
 from services.auth.models import User
 from shared.timeutil import utcnow
 from tests.auth.conftest import ADMIN, PASSWORD
+from tests.support import db_session
 
 
 def test_login_returns_a_token_pair_with_identity_claims(api):
@@ -57,7 +58,7 @@ def test_admin_unlock_lets_a_locked_user_in_again(api):
 
 def test_lock_expires_after_the_lockout_period(api):
     api.create_user("bill1")
-    with api.app.state.db.session() as session:
+    with db_session(api.app) as session:
         user = session.query(User).filter_by(username_key="bill1").one()
         user.locked_until = utcnow() - timedelta(seconds=1)
         session.commit()

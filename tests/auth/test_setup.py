@@ -12,14 +12,14 @@ from services.auth import service
 from services.auth.config import Settings
 from services.auth.passwords import password_problems
 from shared import migrate
-from tests.auth.conftest import ADMIN, make_settings
+from tests.auth.conftest import ADMIN
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_first_admin_comes_from_settings_once(api):
-    with api.app.state.db.session() as session:
-        again = service.ensure_first_admin(session=session, ctx=api.app.state.auth, username="other", password="0ther!pass", email=None)
+    again = api.client.portal.call(lambda: service.ensure_first_admin(
+        ctx=api.app.state.auth, username="other", password="0ther!pass", email=None))
     assert again is None
     assert api.login(*ADMIN).status_code == 200
     assert api.login("other", "0ther!pass").status_code == 401

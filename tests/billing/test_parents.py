@@ -9,6 +9,7 @@ from services.billing.models import Bill, BillParent
 from shared import migrate
 from tests.support import free_port
 from tests.tokens import SigningKey
+from tests.support import db_session
 
 KEY = SigningKey.generate("billing-test")
 
@@ -20,7 +21,7 @@ def client(backend):
     migrate.upgrade("billing", settings.database_url)
     with TestClient(create_app(settings)) as c:
         c.app.state.verifier.load_jwks({"keys": [KEY.jwk()]})
-        with c.app.state.db.session() as session:
+        with db_session(c.app) as session:
             session.execute(delete(BillParent))
             session.execute(delete(Bill))
             bill = Bill(bill_id="BILL-20261128-0001", bill_key="BILL-20261128-0001", capacity=10, status="processing",

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from services.auth.keys import SigningKey
-from tests.e2e.conftest import ADMIN, PASSWORD, bearer, create, login, new_name
+from tests.e2e.conftest import PASSWORD, bearer, create, login, new_name
 
 pytestmark = pytest.mark.e2e
 

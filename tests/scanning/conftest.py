@@ -9,10 +9,11 @@ from sqlalchemy import delete, update
 
 from services.scanning.app import create_app
 from services.scanning.config import Settings
-from services.scanning.models import Bag, IdempotentRequest, Scan
+from services.scanning.models import Bag, Scan
 from shared import migrate
+from shared.unit_of_work import IDEMPOTENT_REQUESTS
 from tests.scanning.fake_billing import FakeBilling
-from tests.support import free_port
+from tests.support import db_session, free_port
 from tests.tokens import SigningKey
 
 KEY = SigningKey.generate("scanning-test")
@@ -76,19 +77,19 @@ class ScanApi:
         return children
 
     def db_rows(self, model, **where):
-        with self.app.state.db.session() as session:
+        with db_session(self.app) as session:
             return session.query(model).filter_by(**where).all()
 
 
 @pytest.fixture
 def api(scanning_app, fake_billing) -> ScanApi:
     app = scanning_app.app
-    with app.state.db.session() as session:
-        session.execute(delete(IdempotentRequest))
+    with db_session(app) as session:
+        session.execute(delete(IDEMPOTENT_REQUESTS))
         session.execute(delete(Scan))
         session.execute(update(Bag).values(parent_id=None))
         session.execute(delete(Bag))
         session.commit()
-    app.state.cache.clear()
+    scanning_app.portal.call(app.state.cache.clear)
     fake_billing.reset()
     return ScanApi(scanning_app)

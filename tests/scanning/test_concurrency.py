@@ -5,6 +5,7 @@ from sqlalchemy import func, select
 
 from services.scanning.models import Bag, Scan
 from tests.scanning.conftest import JAIPUR, JAIPUR_2
+from tests.support import db_session
 
 
 def _parallel(calls):
@@ -13,7 +14,7 @@ def _parallel(calls):
 
 
 def _db_children(api, parent_qr):
-    with api.app.state.db.session() as session:
+    with db_session(api.app) as session:
         parent = session.scalar(select(Bag).where(Bag.qr_id == parent_qr))
         linked = session.scalar(select(func.count()).select_from(Bag).where(Bag.parent_id == parent.id))
         return parent, linked
@@ -26,7 +27,7 @@ def test_parallel_child_scans_never_push_a_nearly_full_parent_past_capacity(api)
     assert statuses.count(200) == 2 and statuses.count(409) == 8, statuses
     parent, linked = _db_children(api, "M444-00001")
     assert (parent.child_count, linked, parent.status) == (15, 15, "completed")
-    with api.app.state.db.session() as session:
+    with db_session(api.app) as session:
         assert session.scalar(select(func.count()).select_from(Bag).where(Bag.qr_id.like("RACER%"))) == 2
 
 
@@ -50,7 +51,7 @@ def test_the_same_scan_id_sent_many_times_at_once_writes_once(api):
     responses = _parallel([lambda: api.child("SB00001", "CH-0001", scan_id="same-scan") for _ in range(6)])
     assert {r.status_code for r in responses} == {200}
     assert len({r.text for r in responses}) == 1
-    with api.app.state.db.session() as session:
+    with db_session(api.app) as session:
         assert session.scalar(select(func.count()).select_from(Scan).where(Scan.kind == "child")) == 1
 
 
@@ -58,5 +59,5 @@ def test_the_same_new_parent_scanned_at_once_is_created_once(api):
     responses = _parallel([lambda: api.parent("SB00042") for _ in range(6)])
     assert {r.status_code for r in responses} == {200}
     assert sum(r.json()["created"] for r in responses) == 1
-    with api.app.state.db.session() as session:
+    with db_session(api.app) as session:
         assert session.scalar(select(func.count()).select_from(Bag).where(Bag.qr_id == "SB00042")) == 1

@@ -1,7 +1,8 @@
 import pytest
 
 from services.scanning.config import Settings
-from services.scanning.qr import classify, normalize_qr
+from services.scanning.qr import classify
+from shared.codes import normalize_code as normalize_qr
 
 SETTINGS = Settings()
 

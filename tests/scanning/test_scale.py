@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 
 from services.scanning import repository as repo
 from services.scanning.models import Bag
-from services.scanning.seed import SeedRefused, seed
+from scripts.seed import SeedRefused, seed
 from shared.migrate import upgrade
 from tests.support import drop_pg_databases, pg_database_url, require_postgres
 

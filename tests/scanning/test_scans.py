@@ -1,9 +1,9 @@
 """Parent and child scans: every rule of SPEC §2 and its status, on SQLite and PostgreSQL."""
 from datetime import timedelta
 
-from services.scanning import repository as repo
-from services.scanning.models import Bag, IdempotentRequest, Scan
+from services.scanning.models import Bag, Scan
 from shared.timeutil import utcnow
+from shared.unit_of_work import IDEMPOTENT_REQUESTS, purge_idempotency_keys, run_write
 from tests.scanning.conftest import ADMIN, AKOLA, BILLER, JAIPUR
 
 
@@ -120,7 +120,7 @@ def test_the_idempotency_key_header_works_like_scan_id(api):
     key = {"Idempotency-Key": "k-77"}
     api.child("SB00001", "CH-0001", headers=key)
     assert api.child("SB00001", "CH-0001", headers=key).headers["Idempotent-Replayed"] == "true"
-    assert len(api.db_rows(IdempotentRequest)) == 1
+    assert len(api.db_rows(IDEMPOTENT_REQUESTS)) == 1
 
 
 def test_a_scan_id_reused_for_another_request_is_422(api):
@@ -148,8 +148,12 @@ def test_scan_bodies_are_validated(api):
 
 def test_old_idempotency_keys_are_purged(api):
     api.parent("SB00001", scan_id="old-one")
-    with api.app.state.db.session() as session:
-        assert repo.purge_idempotent(session, utcnow() - timedelta(hours=1)) == 0
-        assert repo.purge_idempotent(session, utcnow() + timedelta(seconds=1)) == 1
-        session.commit()
+
+    def purge(before):
+        state = api.app.state
+        return api.client.portal.call(lambda: run_write(
+            state.db, state.cache, lambda work: purge_idempotency_keys(work, before))).result
+
+    assert purge(utcnow() - timedelta(hours=1)) == 0
+    assert purge(utcnow() + timedelta(seconds=1)) == 1
     assert api.parent("SB00001", scan_id="old-one").headers["Idempotent-Replayed"] == "false"

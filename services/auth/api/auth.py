@@ -4,38 +4,32 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from services.auth import service
-from services.auth.deps import ClientIp, ContextDep, CurrentUser, DbDep
+from services.auth.deps import ClientIp, ContextDep, CurrentUser
 from services.auth.schemas import LoginIn, RefreshIn, TokenPair, UserPublic
 from shared.errors import problem_responses
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=problem_responses(400, 401, 403, 422, 423, 429, 503))
 
 
-# Plain `def` handlers: argon2 and psycopg2 block, so FastAPI runs these in its threadpool.
 @router.post("/login", response_model=TokenPair)
-def login(body: LoginIn, db: DbDep, ctx: ContextDep, ip: ClientIp) -> TokenPair:
-    with db.session() as session:
-        return service.authenticate(session=session, ctx=ctx, username=body.username, password=body.password,
-                                    client_ip=ip)
+async def login(body: LoginIn, ctx: ContextDep, ip: ClientIp) -> TokenPair:
+    return await service.authenticate(ctx=ctx, username=body.username, password=body.password, client_ip=ip)
 
 
 @router.post("/refresh", response_model=TokenPair)
-def refresh(body: RefreshIn, db: DbDep, ctx: ContextDep) -> TokenPair:
-    with db.session() as session:
-        return service.rotate_refresh_token(session=session, ctx=ctx, raw_token=body.refresh_token)
+async def refresh(body: RefreshIn, ctx: ContextDep) -> TokenPair:
+    return await service.rotate_refresh_token(ctx=ctx, raw_token=body.refresh_token)
 
 
 @router.post("/logout", status_code=204)
-def logout(body: RefreshIn, db: DbDep, principal: CurrentUser) -> Response:
-    with db.session() as session:
-        service.logout(session=session, principal=principal, raw_token=body.refresh_token)
+async def logout(body: RefreshIn, ctx: ContextDep, principal: CurrentUser) -> Response:
+    await service.logout(ctx=ctx, principal=principal, raw_token=body.refresh_token)
     return Response(status_code=204)
 
 
 @router.get("/me", response_model=UserPublic)
-def me(db: DbDep, principal: CurrentUser) -> UserPublic:
-    with db.session(read_only=True) as session:
-        return UserPublic.model_validate(service.get_user(session=session, user_id=principal.user_id))
+async def me(ctx: ContextDep, principal: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(await service.get_user(ctx=ctx, user_id=principal.user_id))
 
 
 @router.get("/jwks")

@@ -5,9 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from services.scanning import service
-from services.scanning.deps import Anyone, ContextDep, DbDep, IdempotencyKey, Scanner
-from services.scanning.idempotency import pick_key, run_write
+from services.scanning import lists, writes
+from services.scanning.deps import Anyone, ContextDep, IdempotencyKey, Scanner, mark_replayed, pick_key
 from services.scanning.schemas import ChildScanIn, ParentScanIn, ScanKind, ScanOut, ScanResult
 from shared.errors import problem_responses
 from shared.pagination import Page
@@ -15,29 +14,28 @@ from shared.params import Area, Cursor, Limit, Since, Until, Username
 
 router = APIRouter(prefix="/scans", tags=["scans"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 
+
 @router.post("/parent", response_model=ScanResult)
-def scan_parent(body: ParentScanIn, db: DbDep, ctx: ContextDep, principal: Scanner, response: Response,
-                idempotency_key: IdempotencyKey = None) -> dict:
-    return run_write(
-        db=db, cache=ctx.cache, principal=principal, key=pick_key(body.scan_id, idempotency_key),
-        operation="scan-parent", request=body.model_dump(exclude={"scan_id"}), response=response,
-        action=lambda session: service.record_parent_scan(session=session, ctx=ctx, principal=principal,
-                                                          raw_qr=body.qr_id, area=body.dispatch_area))
+async def scan_parent(body: ParentScanIn, ctx: ContextDep, principal: Scanner, response: Response,
+                      idempotency_key: IdempotencyKey = None) -> ScanResult:
+    written = await writes.record_parent_scan(ctx=ctx, principal=principal, raw_qr=body.qr_id,
+                                              area=body.dispatch_area, key=pick_key(body.scan_id, idempotency_key))
+    mark_replayed(response, written.replayed)
+    return written.result
 
 
 @router.post("/child", response_model=ScanResult)
-def scan_child(body: ChildScanIn, db: DbDep, ctx: ContextDep, principal: Scanner, response: Response,
-               idempotency_key: IdempotencyKey = None) -> dict:
-    return run_write(
-        db=db, cache=ctx.cache, principal=principal, key=pick_key(body.scan_id, idempotency_key),
-        operation="scan-child", request=body.model_dump(exclude={"scan_id"}), response=response,
-        action=lambda session: service.record_child_scan(session=session, ctx=ctx, principal=principal,
-                                                         raw_parent=body.parent_qr, raw_child=body.child_qr))
+async def scan_child(body: ChildScanIn, ctx: ContextDep, principal: Scanner, response: Response,
+                     idempotency_key: IdempotencyKey = None) -> ScanResult:
+    written = await writes.record_child_scan(ctx=ctx, principal=principal, raw_parent=body.parent_qr,
+                                             raw_child=body.child_qr, key=pick_key(body.scan_id, idempotency_key))
+    mark_replayed(response, written.replayed)
+    return written.result
 
 
 @router.get("", response_model=Page[ScanOut])
-def scan_history(
-    db: DbDep,
+async def scan_history(
+    ctx: ContextDep,
     principal: Anyone,
     limit: Limit = 50,
     cursor: Cursor = None,
@@ -48,7 +46,6 @@ def scan_history(
     created_from: Since = None,
     created_to: Until = None,
 ) -> Page[ScanOut]:
-    with db.session(read_only=True) as session:
-        return service.list_scans(session=session, principal=principal, limit=limit, cursor=cursor, qr=qr,
-                                  kind=kind, area=dispatch_area, username=username,
-                                  created_from=created_from, created_to=created_to)
+    return await lists.list_scans(db=ctx.db, principal=principal, limit=limit, cursor=cursor, qr=qr, kind=kind,
+                                  area=dispatch_area, username=username, created_from=created_from,
+                                  created_to=created_to)

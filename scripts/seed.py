@@ -1,6 +1,6 @@
 """Bulk-load a realistic scanning database: parents, their children, one scan row per scan.
 
-    python -m services.scanning.seed --bags 1800000 [--areas lucknow,indore] [--days 90]
+    python -m scripts.seed --bags 1800000 [--areas lucknow,indore] [--days 90]
     make seed BAGS=1800000
 
 Shape: one parent per ~23.5 bags (2 of 3 `SB#####` holding 30, 1 of 3 `M444-#####` holding 15); 88% of
@@ -307,7 +307,7 @@ def _analyze(engine: Engine) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.scanning.seed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.seed", description=__doc__.split("\n")[0])
     parser.add_argument("--bags", type=int, default=1_800_000, help="how many bags (parents + children) to add")
     parser.add_argument("--areas", help="comma-separated dispatch areas (default: every configured area)")
     parser.add_argument("--days", type=float, default=90, help="spread creation times over this many past days")

@@ -1,0 +1,188 @@
+"""The scanning writes' rules (SPEC §2): parent and child scans, unlink, delete — each through the one unit of
+work (shared.unit_of_work). A scan is one statement on PostgreSQL; its facts decide the answer here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+from services.scanning import repository as repo
+from services.scanning import scan_sql
+from services.scanning.billing import parent_bill
+from services.scanning.config import Settings
+from services.scanning.qr import any_code, child_code, parent_code
+from services.scanning.schemas import ScanResult
+from services.scanning.views import (area_scope, check_area, child_scan_result, parent_scan_result,
+                                     unlink_result)
+from shared.cache import Cache
+from shared.db import Database
+from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shared.http import ResilientClient
+from shared.security import Principal
+from shared.timeutil import utcnow
+from shared.unit_of_work import Idempotency, LostRace, UnitOfWork, Written, purge_idempotency_keys, run_write
+
+
+class ParentFull(Conflict):
+    slug = "parent-full"
+
+
+class ChildOnAnotherParent(Conflict):
+    slug = "child-on-another-parent"
+
+
+@dataclass
+class ScanningContext:
+    """What the rules need beyond the request; built once at start-up."""
+
+    settings: Settings
+    db: Database
+    cache: Cache
+    billing: ResilientClient
+
+    @property
+    def one_statement(self) -> bool:
+        """PostgreSQL runs each scan as one statement; SQLite as a short transaction (no writable CTEs)."""
+        return self.db.dialect == "postgresql"
+
+
+async def build_context(app: FastAPI) -> None:
+    """Start-up hook: the scanning context on app.state."""
+    state = app.state
+    state.scanning = ScanningContext(state.settings, state.db, state.cache, state.clients["billing"])
+
+
+def cache_key(qr: str) -> str:
+    return f"bag:{qr}"
+
+
+async def record_parent_scan(*, ctx: ScanningContext, principal: Principal, raw_qr: str, area: str | None,
+                             key: str | None) -> Written[ScanResult]:
+    """Select a parent, creating it in the scanner's area on its first scan; a scan row either way."""
+    qr, capacity = parent_code(ctx.settings, raw_qr)
+    new_area = principal.dispatch_area if principal.role == "dispatcher" else (
+        ctx.settings.known_area(area) if area else None)
+
+    async def scan(work: UnitOfWork) -> dict | None:
+        facts = await scan_sql.parent_scan(work, qr=qr, capacity=capacity, new_area=new_area,
+                                           area=area_scope(principal), user_id=principal.user_id,
+                                           username=principal.username)
+        if facts is None or facts["created"]:
+            return facts  # a replay, or a new parent (no lookup can have cached a bag that did not exist)
+        if facts["found"] is None:
+            if new_area is None:
+                raise InvalidInput("a new parent needs dispatch_area when scanned by an admin")
+            raise LostRace  # created by someone else after our snapshot: select theirs
+        check_area(principal, facts["found"]["dispatch_area"])
+        return facts
+
+    request = Idempotency.of(principal.user_id, key, "scan-parent", {"qr_id": qr, "dispatch_area": area})
+    written = await run_write(ctx.db, ctx.cache, scan, idempotency=request, one_statement=ctx.one_statement)
+    return Written(parent_scan_result(written.result), written.replayed)
+
+
+async def record_child_scan(*, ctx: ScanningContext, principal: Principal, raw_parent: str, raw_child: str,
+                            key: str | None) -> Written[ScanResult]:
+    """Create the child if new and link it to the parent; a repeat on the same parent changes nothing."""
+    parent_qr, _ = parent_code(ctx.settings, raw_parent)
+    child_qr = child_code(ctx.settings, raw_child)
+
+    async def scan(work: UnitOfWork) -> dict | None:
+        facts = await scan_sql.child_scan(work, parent_qr=parent_qr, child_qr=child_qr, area=area_scope(principal),
+                                          user_id=principal.user_id, username=principal.username)
+        if facts is None:
+            return None
+        parent, child = facts["parent"], facts["child"]
+        if parent is None:
+            raise NotFound(f"parent {parent_qr} has not been scanned yet; scan it as a parent first")
+        check_area(principal, parent["dispatch_area"])
+        if facts["claimed"] is not None:
+            work.touch(cache_key(parent_qr), cache_key(child_qr))
+            return facts
+        if child is not None and child["parent_id"] == parent["id"]:
+            return facts  # a repeat: flagged, nothing changed
+        if child is not None and child["parent_id"] is not None:
+            raise ChildOnAnotherParent(f"child {child_qr} is already on parent {child['parent_qr']}",
+                                       parent_qr=child["parent_qr"])
+        if parent["child_count"] >= parent["capacity"]:
+            raise ParentFull(f"parent {parent_qr} is full ({parent['capacity']}/{parent['capacity']})",
+                             parent_qr=parent_qr, capacity=parent["capacity"])
+        raise LostRace  # the child was taken or the parent filled after our snapshot: look again
+
+    request = Idempotency.of(principal.user_id, key, "scan-child", {"parent_qr": parent_qr, "child_qr": child_qr})
+    written = await run_write(ctx.db, ctx.cache, scan, idempotency=request, one_statement=ctx.one_statement)
+    return Written(child_scan_result(written.result), written.replayed)
+
+
+async def unlink_child(*, ctx: ScanningContext, principal: Principal, raw_parent: str, raw_child: str,
+                       key: str | None) -> Written[ScanResult]:
+    """Undo a link: a dispatcher their own within the window, billers and admins any time."""
+    parent_qr, child_qr = any_code(ctx.settings, raw_parent), any_code(ctx.settings, raw_child)
+    own_only = principal.role == "dispatcher"
+    window = ctx.settings.unlink_window_seconds
+
+    async def take_off(work: UnitOfWork) -> dict | None:
+        facts = await scan_sql.unlink(work, parent_qr=parent_qr, child_qr=child_qr, area=area_scope(principal),
+                                      own_only=own_only, window=window, user_id=principal.user_id,
+                                      username=principal.username)
+        if facts is None:
+            return None
+        parent, child = facts["parent"], facts["child"]
+        if parent is None or child is None:
+            raise NotFound(f"no bag {parent_qr if parent is None else child_qr}")
+        check_area(principal, parent["dispatch_area"])
+        if facts["released"] is not None:
+            work.touch(cache_key(parent_qr), cache_key(child_qr))
+            return facts
+        if child["parent_id"] != parent["id"]:
+            raise Conflict(f"child {child_qr} is not on parent {parent_qr}")
+        if own_only and child["linked_by"] != principal.user_id:
+            raise Forbidden("dispatchers can undo only their own links; ask a biller or admin")
+        if own_only and not child["in_window"]:
+            raise Forbidden(f"the {window // 60}-minute undo window has passed; ask a biller or admin")
+        raise LostRace
+
+    request = Idempotency.of(principal.user_id, key, "unlink", {"parent_qr": parent_qr, "child_qr": child_qr})
+    written = await run_write(ctx.db, ctx.cache, take_off, idempotency=request, one_statement=ctx.one_statement)
+    return Written(unlink_result(written.result), written.replayed)
+
+
+async def delete_bag(*, ctx: ScanningContext, principal: Principal, raw_qr: str, headers: dict[str, str]) -> None:
+    """Delete an empty parent that is on no bill, or an unlinked child. Billing unreachable: 503, never a guess."""
+    qr = any_code(ctx.settings, raw_qr)
+    async with ctx.db.read() as conn:
+        bag = _deletable(await repo.get_bag(conn, qr), qr)
+    # Asked outside any transaction, so no database connection waits on another service.
+    bill = await parent_bill(ctx.billing, qr, headers) if bag.type == "parent" else None
+    if bill:
+        raise Conflict(f"parent {qr} is on bill {bill}; remove it from the bill first", bill_id=bill)
+
+    async def remove(work: UnitOfWork) -> None:
+        if not await repo.delete_empty_bag(work, bag.id):
+            _deletable(await repo.get_bag(work.conn, qr), qr)  # says what changed meanwhile
+            raise Conflict(f"{qr} changed meanwhile; look it up and try again")
+        work.touch(cache_key(qr))
+
+    await run_write(ctx.db, ctx.cache, remove)
+
+
+def _deletable(bag, qr: str):
+    if bag is None:
+        raise NotFound(f"no bag {qr}")
+    if bag.type == "parent" and bag.child_count:
+        raise Conflict(f"parent {qr} still holds {bag.child_count} children; unlink them first")
+    if bag.type == "child" and bag.parent_id:
+        raise Conflict(f"child {qr} is on parent {bag.parent_qr}; unlink it first")
+    return bag
+
+
+async def purge_old_keys(app: FastAPI) -> None:
+    """Background job: idempotency keys older than SCANNING_IDEMPOTENCY_TTL_HOURS go."""
+    ctx: ScanningContext = app.state.scanning
+    before = utcnow() - timedelta(hours=ctx.settings.idempotency_ttl_hours)
+
+    async def purge(work: UnitOfWork) -> int:
+        return await purge_idempotency_keys(work, before)
+
+    await run_write(ctx.db, ctx.cache, purge)

@@ -1,0 +1,16 @@
+"""The one normalisation of a scanned code (bag QRs, and the codes other services key by them).
+
+Keyboard-wedge scanners add control characters (Enter, Tab, GS separators) and some labels carry zero-width
+characters; none of them is ever part of a code. NFKC folds full-width forms from a misconfigured scanner.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u180e\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]")
+
+
+def normalize_code(raw: str) -> str:
+    """Upper-case, with control, zero-width and surrounding space removed."""
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", raw)).strip().upper()
