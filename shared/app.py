@@ -28,6 +28,7 @@ from shared.settings import CommonSettings, ServiceSettings
 log = logging.getLogger("bagtrack.app")
 
 Hook = Callable[[FastAPI], Awaitable[None]]
+NO_OPENTELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,9 @@ def create_service_app(
                 await app.state.db.dispose()
 
     docs = {} if own_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
-    app = FastAPI(title=title, lifespan=lifespan, **docs)
+    # FastAPI's own OpenTelemetry hooks run on every request even with no provider configured (environment
+    # lookups, span and metric calls); the Prometheus metrics below are this project's telemetry.
+    app = FastAPI(title=title, lifespan=lifespan, telemetry=NO_OPENTELEMETRY, **docs)
     app.state.settings = settings
     app.state.readiness = readiness or dependency_readiness
     install_error_handlers(app)

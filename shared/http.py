@@ -97,8 +97,11 @@ class ResilientClient:
             # reuse a connection the server is closing (a spurious 503 on a POST).
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
                                              ttl_dns_cache=300, keepalive_timeout=15)
+            # No cookie jar: one session carries every caller's requests, so a Set-Cookie from an upstream
+            # must never ride along on somebody else's next request (and jar bookkeeping costs per request).
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
-                                                  auto_decompress=False, skip_auto_headers=("User-Agent",))
+                                                  cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+                                                  skip_auto_headers=("User-Agent",))
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,6 +1,7 @@
 """JSON log lines that carry the service name and the current request's X-Request-ID."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -34,9 +35,54 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class BatchingStreamHandler(logging.StreamHandler):
+    """A stream handler that, on an event loop, writes the lines of one loop iteration in one write and one
+    flush: an access line per request would otherwise cost a write system call per request. Off the loop
+    (start-up, threads, tools) each record is written at once, as by a plain StreamHandler."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self._write(line)
+            return
+        self._pending.append(line)
+        if len(self._pending) == 1:
+            loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        lines, self._pending = self._pending, []
+        self._write("".join(lines))
+
+    def _write(self, text: str) -> None:
+        with self.lock:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except Exception:
+                pass  # a closed or full stdout must never fail a request
+
+    def flush(self) -> None:
+        if self._pending:
+            self._drain()
+        super().flush()
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Send every logger (ours, uvicorn's, SQLAlchemy's) through one JSON handler on stdout."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = BatchingStreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

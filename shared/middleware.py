@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 
 from shared.errors import PROBLEM_JSON, problem_body
 from shared.logging import request_id_var
@@ -27,7 +27,7 @@ def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str:
             if _VALID_REQUEST_ID.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class RequestContextMiddleware:

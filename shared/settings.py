@@ -76,8 +76,10 @@ class ServiceSettings(CommonSettings):
     database_read_url: str | None = None
     # One event loop per process: the pool bounds how many statements are in flight at once, and a write holds
     # its connection for one round trip, so a handful of connections carries hundreds of requests a second.
+    # No overflow by default: under a burst, overflow connections are opened and closed again per request (a
+    # PostgreSQL backend started each time, every statement prepared again), which costs more than the wait.
     db_pool_size: int = Field(10, ge=1, le=100)
-    db_max_overflow: int = Field(5, ge=0, le=100)
+    db_max_overflow: int = Field(0, ge=0, le=100)
     db_pool_timeout: float = Field(2.0, gt=0, le=30)
     db_statement_timeout_ms: int = Field(10_000, ge=0)
 

@@ -23,9 +23,9 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, SmallInteger, String, Table, Text, delete, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.cache import Cache, invalidate
+from shared.db import Conn, Database, Row
 from shared.errors import ProblemError, ServiceUnavailable
 from shared.timeutil import utcnow
 
@@ -93,17 +93,27 @@ class Written(Generic[T]):
 
 
 class UnitOfWork:
-    """What a write's rules see: its connection, its dialect, and the cache entries it touched."""
+    """What a write's rules see: its connection (and dialect), and the cache entries it touched."""
 
-    def __init__(self, conn: AsyncConnection, dialect: str, idempotency: Idempotency | None) -> None:
+    def __init__(self, conn: Conn, idempotency: Idempotency | None) -> None:
         self.conn = conn
-        self.dialect = dialect
+        self.dialect = conn.dialect
         self.idempotency = idempotency
         self.touched: set[str] = set()
         self.replayed: Any = None
 
-    async def execute(self, statement, params: dict[str, Any] | None = None):
-        return await self.conn.execute(statement, params or {})
+    async def rows(self, statement, params: dict[str, Any] | None = None) -> list[Row]:
+        return await self.conn.rows(statement, params)
+
+    async def row(self, statement, params: dict[str, Any] | None = None) -> Row | None:
+        return await self.conn.row(statement, params)
+
+    async def scalar(self, statement, params: dict[str, Any] | None = None) -> Any:
+        return await self.conn.scalar(statement, params)
+
+    async def execute(self, statement, params: dict[str, Any] | None = None) -> int:
+        """Run a statement for its effect; the number of rows it changed."""
+        return await self.conn.execute(statement, params)
 
     def idempotency_params(self) -> dict[str, Any]:
         """Bind parameters of PRIOR_CTE and record_cte() (all None when the write carries no key)."""
@@ -123,56 +133,46 @@ class UnitOfWork:
         return self.replayed
 
 
-async def run_write(db, cache: Cache, action: Callable[[UnitOfWork], Awaitable[T]], *,
+async def run_write(db: Database, cache: Cache, action: Callable[[UnitOfWork], Awaitable[T]], *,
                     idempotency: Idempotency | None = None, one_statement: bool = False) -> Written[T]:
     """Run `action` as one transaction (or one autocommit statement), commit once, then invalidate."""
     for _ in range(ATTEMPTS):
-        async with db.connection(autocommit=one_statement) as conn:
-            work = UnitOfWork(conn, db.dialect, idempotency)
-            try:
+        try:
+            async with (db.one_statement() if one_statement else db.transaction()) as conn:
+                work = UnitOfWork(conn, idempotency)
                 if idempotency and not one_statement:
-                    prior = await _find(conn, idempotency)
+                    prior = await _find(work, idempotency)
                     if prior is not None:
                         return Written(prior, True)
                 result = await action(work)
                 if work.replayed is not None:
                     return Written(work.replayed, True)
                 if idempotency and not one_statement:
-                    await conn.execute(record_statement(), record_params(idempotency, result))
-                if not one_statement:
-                    await conn.commit()
-            except LostRace:
-                continue
-            except IntegrityError as exc:
-                if idempotency and _on_idempotency_key(exc):
-                    continue  # the same request, sent twice at once, committed first: replay it next time round
-                raise
+                    await work.execute(insert(IDEMPOTENT_REQUESTS).values(
+                        user_id=idempotency.user_id, key=idempotency.key, fingerprint=idempotency.fingerprint,
+                        status_code=200, response=json.dumps(result), created_at=utcnow()))
+            # The block committed when it ended (a raise inside it rolls back instead).
+        except LostRace:
+            continue
+        except IntegrityError as exc:
+            if idempotency and _on_idempotency_key(exc):
+                continue  # the same request, sent twice at once, committed first: replay it next time round
+            raise
         await invalidate(cache, work.touched)
         return Written(result, False)
     raise ServiceUnavailable("too many concurrent changes to the same bag; retry", retry_after=1)
 
 
-def record_statement():
-    return insert(IDEMPOTENT_REQUESTS)
-
-
-def record_params(idempotency: Idempotency, result: Any) -> dict[str, Any]:
-    return {"user_id": idempotency.user_id, "key": idempotency.key, "fingerprint": idempotency.fingerprint,
-            "status_code": 200, "response": json.dumps(result), "created_at": utcnow()}
-
-
 async def purge_idempotency_keys(work: UnitOfWork, before: datetime) -> int:
     """Forget keys older than `before` (retries come within seconds, not days)."""
-    result = await work.execute(delete(IDEMPOTENT_REQUESTS).where(IDEMPOTENT_REQUESTS.c.created_at < before))
-    return result.rowcount
+    return await work.execute(delete(IDEMPOTENT_REQUESTS).where(IDEMPOTENT_REQUESTS.c.created_at < before))
 
 
-async def _find(conn: AsyncConnection, idempotency: Idempotency) -> Any:
-    row = (await conn.execute(
+async def _find(work: UnitOfWork, idempotency: Idempotency) -> Any:
+    row = await work.row(
         select(IDEMPOTENT_REQUESTS.c.fingerprint, IDEMPOTENT_REQUESTS.c.response)
-        .where(IDEMPOTENT_REQUESTS.c.user_id == idempotency.user_id, IDEMPOTENT_REQUESTS.c.key == idempotency.key)
-    )).first()
-    return None if row is None else _stored_result(idempotency, row.fingerprint, row.response)
+        .where(IDEMPOTENT_REQUESTS.c.user_id == idempotency.user_id, IDEMPOTENT_REQUESTS.c.key == idempotency.key))
+    return None if row is None else _stored_result(idempotency, row["fingerprint"], row["response"])
 
 
 def _stored_result(idempotency: Idempotency, fingerprint: str, stored: str | None) -> Any:

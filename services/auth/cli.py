@@ -45,7 +45,7 @@ def create_admin(args: argparse.Namespace) -> int:
     except ValueError as exc:  # pydantic validation of username/email
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"created admin {user.username!r} (id {user.id})")
+    print(f"created admin {user['username']!r} (id {user['id']})")
     return 0
 
 

@@ -5,28 +5,28 @@ import zlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, case, delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import case, delete, func, insert, or_, select, update
 
 from services.auth.models import RefreshToken, User
+from shared.db import Conn, Row
 from shared.unit_of_work import UnitOfWork
 
 users, refresh_tokens = User.__table__, RefreshToken.__table__
 
 
-async def get_user(conn: AsyncConnection, user_id: int) -> Row | None:
-    return (await conn.execute(select(users).where(users.c.id == user_id))).first()
+async def get_user(conn: Conn, user_id: int) -> Row | None:
+    return await conn.row(select(users).where(users.c.id == user_id))
 
 
-async def get_user_by_username(conn: AsyncConnection, username: str) -> Row | None:
-    return (await conn.execute(select(users).where(users.c.username_key == username.lower()))).first()
+async def get_user_by_username(conn: Conn, username: str) -> Row | None:
+    return await conn.row(select(users).where(users.c.username_key == username.lower()))
 
 
-async def username_taken(conn: AsyncConnection, username: str) -> bool:
+async def username_taken(conn: Conn, username: str) -> bool:
     return await conn.scalar(select(users.c.id).where(users.c.username_key == username.lower())) is not None
 
 
-async def email_taken(conn: AsyncConnection, email: str, *, exclude_id: int | None = None) -> bool:
+async def email_taken(conn: Conn, email: str, *, exclude_id: int | None = None) -> bool:
     query = select(users.c.id).where(users.c.email == email.lower())
     if exclude_id is not None:
         query = query.where(users.c.id != exclude_id)
@@ -40,18 +40,18 @@ async def serialize(work: UnitOfWork, name: str) -> None:
     database's single write lock from its start (BEGIN IMMEDIATE), so the counting that follows sees every commit.
     """
     if work.dialect == "postgresql":
-        await work.execute(select(func.pg_advisory_xact_lock(zlib.crc32(name.encode()))))
+        await work.scalar(select(func.pg_advisory_xact_lock(zlib.crc32(name.encode()))))
 
 
-async def count_active_admins(conn: AsyncConnection) -> int:
+async def count_active_admins(conn: Conn) -> int:
     return await conn.scalar(select(func.count()).where(users.c.role == "admin", users.c.is_active.is_(True))) or 0
 
 
-async def any_admin(conn: AsyncConnection) -> bool:
+async def any_admin(conn: Conn) -> bool:
     return await conn.scalar(select(users.c.id).where(users.c.role == "admin").limit(1)) is not None
 
 
-async def count_active_dispatchers(conn: AsyncConnection, area: str, *, exclude_id: int | None = None) -> int:
+async def count_active_dispatchers(conn: Conn, area: str, *, exclude_id: int | None = None) -> int:
     query = select(func.count()).where(users.c.role == "dispatcher", users.c.dispatch_area == area,
                                        users.c.is_active.is_(True))
     if exclude_id is not None:
@@ -59,7 +59,7 @@ async def count_active_dispatchers(conn: AsyncConnection, area: str, *, exclude_
     return await conn.scalar(query) or 0
 
 
-async def list_users(conn: AsyncConnection, *, after_id: int | None, limit: int, role: str | None, area: str | None,
+async def list_users(conn: Conn, *, after_id: int | None, limit: int, role: str | None, area: str | None,
                      is_active: bool | None, q: str | None) -> list[Row]:
     query = select(users).order_by(users.c.id).limit(limit)
     if after_id is not None:
@@ -72,16 +72,15 @@ async def list_users(conn: AsyncConnection, *, after_id: int | None, limit: int,
         query = query.where(users.c.is_active.is_(is_active))
     if q:
         query = query.where(users.c.username_key.contains(q.lower(), autoescape=True))
-    return list((await conn.execute(query)).all())
+    return await conn.rows(query)
 
 
 async def insert_user(work: UnitOfWork, values: dict[str, Any]) -> Row:
-    return (await work.execute(insert(users).values(**values).returning(*users.c))).one()
+    return await work.row(insert(users).values(**values).returning(*users.c))
 
 
 async def update_user(work: UnitOfWork, user_id: int, values: dict[str, Any]) -> Row:
-    return (await work.execute(update(users).where(users.c.id == user_id)
-                               .values(**values, updated_at=func.now()).returning(*users.c))).one()
+    return await work.row(update(users).where(users.c.id == user_id).values(**values).returning(*users.c))
 
 
 async def delete_user(work: UnitOfWork, user_id: int) -> None:
@@ -106,29 +105,27 @@ async def record_successful_login(work: UnitOfWork, user_id: int, now: datetime,
     values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login_at": now}
     if password_hash:
         values["password_hash"] = password_hash
-    result = await work.execute(
+    return await work.execute(
         update(users).where(users.c.id == user_id, or_(users.c.locked_until.is_(None), users.c.locked_until <= now))
-        .values(**values))
-    return result.rowcount == 1
+        .values(**values)) == 1
 
 
 async def add_refresh_token(work: UnitOfWork, values: dict[str, Any]) -> None:
     await work.execute(insert(refresh_tokens).values(**values))
 
 
-async def get_refresh_token(conn: AsyncConnection, token_id: str) -> Row | None:
-    return (await conn.execute(select(refresh_tokens).where(refresh_tokens.c.id == token_id))).first()
+async def get_refresh_token(conn: Conn, token_id: str) -> Row | None:
+    return await conn.row(select(refresh_tokens).where(refresh_tokens.c.id == token_id))
 
 
 async def mark_refresh_used(work: UnitOfWork, token_id: str, now: datetime) -> bool:
     """Claim a refresh token for rotation; False if another request already used or revoked it."""
-    result = await work.execute(
+    return await work.execute(
         update(refresh_tokens)
         .where(refresh_tokens.c.id == token_id, refresh_tokens.c.used_at.is_(None),
                refresh_tokens.c.revoked_at.is_(None))
         .values(used_at=now)
-    )
-    return result.rowcount == 1
+    ) == 1
 
 
 async def revoke_family(work: UnitOfWork, family_id: str, now: datetime) -> None:

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 import jwt
 from fastapi import FastAPI
 from pydantic import ValidationError
-from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
 from services.auth import repository as repo
@@ -26,7 +25,7 @@ from services.auth.keys import SigningKey
 from services.auth.passwords import Passwords, password_problems
 from services.auth.schemas import TokenPair, UserCreate, UserUpdate
 from shared.cache import Cache
-from shared.db import Database
+from shared.db import Database, Row
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound, ProblemError, Unauthorized
 from shared.ratelimit import hit
 from shared.security import Principal
@@ -81,7 +80,7 @@ async def first_admin(app: FastAPI) -> None:
         reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise RuntimeError(f"cannot create the first admin from BAGTRACK_ADMIN_*: {reasons}") from exc
     if user:
-        log.info("created first admin %r from BAGTRACK_ADMIN_USERNAME", user.username)
+        log.info("created first admin %r from BAGTRACK_ADMIN_USERNAME", user["username"])
 
 
 # --- login and tokens -------------------------------------------------------------------------------
@@ -98,31 +97,31 @@ async def authenticate(*, ctx: AuthContext, username: str, password: str, client
     async with ctx.db.read() as conn:
         user = await repo.get_user_by_username(conn, username)
     # Unknown users are verified against a dummy hash: both paths cost one argon2 verification.
-    password_ok = await ctx.passwords.verify(user.password_hash if user else None, password)
+    password_ok = await ctx.passwords.verify(user["password_hash"] if user else None, password)
     if user is None:
         raise Unauthorized(INVALID_CREDENTIALS)
     now = utcnow()
-    _check_not_locked(user.locked_until, now)
+    _check_not_locked(user["locked_until"], now)
     if not password_ok:
         async def count_failure(work: UnitOfWork) -> None:
-            await repo.record_failed_login(work, user.id, threshold=settings.lockout_threshold,
+            await repo.record_failed_login(work, user["id"], threshold=settings.lockout_threshold,
                                            lock_until=now + timedelta(minutes=settings.lockout_minutes))
 
         await ctx.write(count_failure)
         raise Unauthorized(INVALID_CREDENTIALS)
-    if not user.is_active:
+    if not user["is_active"]:
         raise Forbidden("account is deactivated; ask an admin")
-    new_hash = await ctx.passwords.hash(password) if ctx.passwords.needs_rehash(user.password_hash) else None
+    new_hash = await ctx.passwords.hash(password) if ctx.passwords.needs_rehash(user["password_hash"]) else None
 
     async def sign_in(work: UnitOfWork) -> TokenPair | None:
-        if not await repo.record_successful_login(work, user.id, now, password_hash=new_hash):
+        if not await repo.record_successful_login(work, user["id"], now, password_hash=new_hash):
             return None  # locked by a concurrent failure since we read the row: the lock stands
         return await _issue_tokens(work, ctx, user, family_id=None, now=now)
 
     pair = await ctx.write(sign_in)
     if pair is None:
         async with ctx.db.read() as conn:
-            _check_not_locked((await repo.get_user(conn, user.id)).locked_until, now)
+            _check_not_locked((await repo.get_user(conn, user["id"]))["locked_until"], now)
         raise Unauthorized(INVALID_CREDENTIALS)
     return pair
 
@@ -144,19 +143,19 @@ async def rotate_refresh_token(*, ctx: AuthContext, raw_token: str) -> TokenPair
         now = utcnow()
         if token is None:
             return Unauthorized("invalid refresh token")
-        if token.revoked_at is not None:
+        if token["revoked_at"] is not None:
             return Unauthorized("refresh token revoked")
-        if token.used_at is not None or not await repo.mark_refresh_used(work, token.id, now):
-            await repo.revoke_family(work, token.family_id, now)
-            log.warning("refresh token reuse detected; family revoked", extra={"fields": {"user_id": token.user_id}})
+        if token["used_at"] is not None or not await repo.mark_refresh_used(work, token["id"], now):
+            await repo.revoke_family(work, token["family_id"], now)
+            log.warning("refresh token reuse detected; family revoked", extra={"fields": {"user_id": token["user_id"]}})
             return Unauthorized("refresh token reuse detected; this login's sessions are revoked, log in again")
-        if as_utc(token.expires_at) <= now:
+        if as_utc(token["expires_at"]) <= now:
             return Unauthorized("refresh token expired; log in again")
-        user = await repo.get_user(work.conn, token.user_id)
-        if user is None or not user.is_active:
-            await repo.revoke_family(work, token.family_id, now)
+        user = await repo.get_user(work.conn, token["user_id"])
+        if user is None or not user["is_active"]:
+            await repo.revoke_family(work, token["family_id"], now)
             return Unauthorized("account is not active")
-        return await _issue_tokens(work, ctx, user, family_id=token.family_id, now=now)
+        return await _issue_tokens(work, ctx, user, family_id=token["family_id"], now=now)
 
     outcome = await ctx.write(rotate)
     if isinstance(outcome, Unauthorized):
@@ -169,9 +168,9 @@ async def logout(*, ctx: AuthContext, principal: Principal, raw_token: str) -> N
 
     async def revoke(work: UnitOfWork) -> None:
         token = await _find_refresh_token(work, raw_token)
-        if token is not None and token.user_id == principal.user_id:
+        if token is not None and token["user_id"] == principal.user_id:
             # Logging out twice, or with a stranger's token, changes nothing and reveals nothing.
-            await repo.revoke_family(work, token.family_id, utcnow())
+            await repo.revoke_family(work, token["family_id"], utcnow())
 
     await ctx.write(revoke)
 
@@ -180,14 +179,14 @@ async def _issue_tokens(work: UnitOfWork, ctx: AuthContext, user: Row, *, family
                         now: datetime) -> TokenPair:
     settings = ctx.settings
     claims = {
-        "sub": str(user.id), "username": user.username, "role": user.role, "area": user.dispatch_area,
+        "sub": str(user["id"]), "username": user["username"], "role": user["role"], "area": user["dispatch_area"],
         "typ": "access", "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
         "iat": int(now.timestamp()), "exp": int(now.timestamp()) + settings.access_token_ttl, "jti": uuid.uuid4().hex,
     }
     access = jwt.encode(claims, ctx.keys.private_key, algorithm="EdDSA", headers={"kid": ctx.keys.kid})
     token_id, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
     await repo.add_refresh_token(work, dict(
-        id=token_id, family_id=family_id or secrets.token_urlsafe(24), user_id=user.id, secret_hash=_digest(secret),
+        id=token_id, family_id=family_id or secrets.token_urlsafe(24), user_id=user["id"], secret_hash=_digest(secret),
         expires_at=now + timedelta(seconds=settings.refresh_token_ttl)))
     return TokenPair(access_token=access, refresh_token=f"{token_id}.{secret}", expires_in=settings.access_token_ttl)
 
@@ -197,7 +196,7 @@ async def _find_refresh_token(work: UnitOfWork, raw_token: str) -> Row | None:
     if not token_id or not secret or len(token_id) > 43:
         return None
     token = await repo.get_refresh_token(work.conn, token_id)
-    if token is None or not hmac.compare_digest(token.secret_hash, _digest(secret)):
+    if token is None or not hmac.compare_digest(token["secret_hash"], _digest(secret)):
         return None
     return token
 
@@ -232,29 +231,29 @@ async def update_user(*, ctx: AuthContext, actor: Principal, user_id: int, chang
 
     async def update(work: UnitOfWork) -> Row:
         user = await _existing_user(work.conn, user_id)
-        new_role = changes.role if "role" in fields and changes.role else user.role
-        if new_role != user.role and actor.user_id == user.id:
+        new_role = changes.role if "role" in fields and changes.role else user["role"]
+        if new_role != user["role"] and actor.user_id == user["id"]:
             raise Forbidden("you cannot change your own role")
-        new_active = changes.is_active if "is_active" in fields and changes.is_active is not None else user.is_active
+        new_active = changes.is_active if "is_active" in fields and changes.is_active is not None else user["is_active"]
         area = changes.dispatch_area if "dispatch_area" in fields else (
-            user.dispatch_area if new_role == "dispatcher" else None)
+            user["dispatch_area"] if new_role == "dispatcher" else None)
         area = _checked_area(ctx, new_role, area)
-        if user.role == "admin" and user.is_active and (new_role != "admin" or not new_active):
+        if user["role"] == "admin" and user["is_active"] and (new_role != "admin" or not new_active):
             await _check_not_last_admin(work, "demote or deactivate")
         if new_role == "dispatcher" and new_active and (
-                user.role != "dispatcher" or area != user.dispatch_area or not user.is_active):
-            await _check_dispatcher_room(work, ctx, area, exclude_id=user.id)
+                user["role"] != "dispatcher" or area != user["dispatch_area"] or not user["is_active"]):
+            await _check_dispatcher_room(work, ctx, area, exclude_id=user["id"])
         values = {"role": new_role, "dispatch_area": area, "is_active": new_active}
-        if "email" in fields and changes.email and changes.email.lower() != user.email:
-            if await repo.email_taken(work.conn, changes.email, exclude_id=user.id):
+        if "email" in fields and changes.email and changes.email.lower() != user["email"]:
+            if await repo.email_taken(work.conn, changes.email, exclude_id=user["id"]):
                 raise Conflict(f"email {changes.email!r} is already registered")
             values["email"] = changes.email.lower()
         if changes.unlock:
             values.update(failed_logins=0, locked_until=None)
-        if user.is_active and not new_active:
+        if user["is_active"] and not new_active:
             # Sessions carry the old role/area until their next refresh; a deactivated user gets none.
-            await repo.revoke_user_tokens(work, user.id, utcnow())
-        return await repo.update_user(work, user.id, values)
+            await repo.revoke_user_tokens(work, user["id"], utcnow())
+        return await repo.update_user(work, user["id"], values)
 
     return await _unique(ctx.write(update), "email already registered")
 
@@ -262,11 +261,11 @@ async def update_user(*, ctx: AuthContext, actor: Principal, user_id: int, chang
 async def delete_user(*, ctx: AuthContext, actor: Principal, user_id: int) -> None:
     async def delete(work: UnitOfWork) -> None:
         user = await _existing_user(work.conn, user_id)
-        if user.id == actor.user_id:
+        if user["id"] == actor.user_id:
             raise Conflict("you cannot delete your own account")
-        if user.role == "admin" and user.is_active:
+        if user["role"] == "admin" and user["is_active"]:
             await _check_not_last_admin(work, "delete")
-        await repo.delete_user(work, user.id)
+        await repo.delete_user(work, user["id"])
 
     await ctx.write(delete)
 
@@ -276,7 +275,7 @@ async def change_password(*, ctx: AuthContext, principal: Principal, current: st
         user = await repo.get_user(conn, principal.user_id)
     if user is None:
         raise Unauthorized("account no longer exists")
-    if not await ctx.passwords.verify(user.password_hash, current):
+    if not await ctx.passwords.verify(user["password_hash"], current):
         raise Forbidden("current password is wrong")
     _check_password(new)
     if new == current:
@@ -284,15 +283,15 @@ async def change_password(*, ctx: AuthContext, principal: Principal, current: st
     new_hash = await ctx.passwords.hash(new)
 
     async def change(work: UnitOfWork) -> None:
-        await repo.update_user(work, user.id, {"password_hash": new_hash})
-        await repo.revoke_user_tokens(work, user.id, utcnow())  # every other session must log in again
+        await repo.update_user(work, user["id"], {"password_hash": new_hash})
+        await repo.revoke_user_tokens(work, user["id"], utcnow())  # every other session must log in again
 
     await ctx.write(change)
 
 
 async def get_user(*, ctx: AuthContext, user_id: int, primary: bool = False) -> Row:
     """A user by id (404 if none); `primary` reads the primary even when a replica is configured."""
-    async with (ctx.db.connection(autocommit=True) if primary else ctx.db.read()) as conn:
+    async with (ctx.db.one_statement() if primary else ctx.db.read()) as conn:
         return await _existing_user(conn, user_id)
 
 

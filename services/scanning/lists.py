@@ -36,8 +36,8 @@ async def list_bags(*, db: Database, principal: Principal, limit: int, cursor: s
     async with db.read() as conn:
         rows = await repo.list_bags(conn, limit=limit + 1, qr_prefix=prefix, parent_qr=filter_code(parent_qr),
                                     **position, **filters)
-    return page_of(rows, limit, item=lambda row: bag_out(row._mapping, row.parent_qr),
-                   key=lambda row: row.qr_id if prefix else row.id)
+    return page_of(rows, limit, item=lambda row: bag_out(row, row["parent_qr"]),
+                   key=lambda row: row["qr_id"] if prefix else row["id"])
 
 
 async def list_scans(*, db: Database, principal: Principal, limit: int, cursor: str | None, qr: str | None,
@@ -46,7 +46,7 @@ async def list_scans(*, db: Database, principal: Principal, limit: int, cursor: 
     async with db.read() as conn:
         rows = await repo.list_scans(conn, after_id=cursor_position(cursor), limit=limit + 1, qr=filter_code(qr),
                                      **filters)
-    return page_of(rows, limit, item=ScanOut.model_validate, key=lambda scan: scan.id)
+    return page_of(rows, limit, item=lambda scan: ScanOut.model_validate(dict(scan)), key=lambda scan: scan["id"])
 
 
 async def export_csv(db: Database, filters: dict[str, Any]) -> AsyncIterator[str]:
@@ -54,10 +54,10 @@ async def export_csv(db: Database, filters: dict[str, Any]) -> AsyncIterator[str
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    # A transaction, not an autocommit read: the server-side cursor lives in it, and the export is one snapshot.
-    async with db.connection(autocommit=False) as conn:
+    async with db.read() as conn:  # the cursor runs in a transaction of its own: one snapshot
         n = 0
-        async for qr, type_, status, area, count, capacity, parent_qr, by, at in repo.stream_export_rows(conn, **filters):
+        async for row in repo.stream_export_rows(conn, **filters):
+            qr, type_, status, area, count, capacity, parent_qr, by, at = row.values()
             writer.writerow((qr, type_, status, area, count, "" if capacity is None else capacity,
                              weight_kg(type_, count), parent_qr or "", by, as_utc(at).isoformat()))
             n += 1

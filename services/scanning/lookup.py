@@ -28,7 +28,7 @@ async def _load(ctx: ScanningContext, qr: str) -> bytes:
         bag, children = await repo.bag_with_relatives(conn, qr)
     if bag is None:
         raise NotFound(f"no bag {qr}")
-    view = bag_out(bag._mapping, bag.parent_qr, children if bag.type == "parent" else None)
+    view = bag_out(bag, bag["parent_qr"], children if bag["type"] == "parent" else None)
     raw = view.model_dump_json().encode()
     # SET NX: a tombstone written by a concurrent write wins, so rows read before its commit are never cached.
     await ctx.cache.add(cache_key(qr), raw, ctx.settings.lookup_cache_seconds)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, AsyncIterator
 
-from sqlalchemy import Row, Select, and_, bindparam, delete, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Select, and_, bindparam, delete, or_, select
 
 from services.scanning.models import Bag, Scan
+from shared.db import Conn, Row
 from shared.unit_of_work import UnitOfWork
 
 bags, scans = Bag.__table__, Scan.__table__
@@ -29,19 +29,19 @@ def relatives_query(qr) -> Select:
 _RELATIVES = relatives_query(bindparam("qr"))
 
 
-async def bag_with_relatives(conn: AsyncConnection, qr: str) -> tuple[Row | None, list[str]]:
+async def bag_with_relatives(conn: Conn, qr: str) -> tuple[Row | None, list[str]]:
     """A bag (with its parent's QR as `parent_qr`) and its children's QRs, in one round trip."""
-    rows = (await conn.execute(_RELATIVES, {"qr": qr})).all()
+    rows = await conn.rows(_RELATIVES, {"qr": qr})
     if not rows:
         return None, []
-    return rows[0], [row.child_qr for row in rows if row.child_qr is not None]
+    return rows[0], [row["child_qr"] for row in rows if row["child_qr"] is not None]
 
 
-async def get_bag(conn: AsyncConnection, qr: str) -> Row | None:
+async def get_bag(conn: Conn, qr: str) -> Row | None:
     """A bag with its parent's QR (`parent_qr`)."""
     query = (select(bags, parent.c.qr_id.label("parent_qr")).outerjoin(parent, parent.c.id == bags.c.parent_id)
              .where(bags.c.qr_id == qr))
-    return (await conn.execute(query)).first()
+    return await conn.row(query)
 
 
 async def delete_empty_bag(work: UnitOfWork, bag_id: int) -> bool:
@@ -51,8 +51,7 @@ async def delete_empty_bag(work: UnitOfWork, bag_id: int) -> bool:
     instead of a foreign-key error."""
     empty = or_(and_(bags.c.type == "parent", bags.c.child_count == 0),
                 and_(bags.c.type == "child", bags.c.parent_id.is_(None)))
-    result = await work.execute(delete(bags).where(bags.c.id == bag_id, empty))
-    return result.rowcount == 1
+    return await work.execute(delete(bags).where(bags.c.id == bag_id, empty)) == 1
 
 
 # What a CSV export row holds, in its column order.
@@ -93,14 +92,13 @@ def bags_query(*, after_id: int | None = None, after_qr: str | None = None, limi
     return query.limit(limit) if limit else query
 
 
-async def list_bags(conn: AsyncConnection, **filters: Any) -> list[Row]:
-    return list((await conn.execute(bags_query(**filters))).all())
+async def list_bags(conn: Conn, **filters: Any) -> list[Row]:
+    return await conn.rows(bags_query(**filters))
 
 
-async def stream_export_rows(conn: AsyncConnection, batch: int = 5000, **filters: Any) -> AsyncIterator[Row]:
+async def stream_export_rows(conn: Conn, batch: int = 5000, **filters: Any) -> AsyncIterator[Row]:
     """Every matching bag as a row of EXPORT_COLUMNS, through a server-side cursor: flat memory at any size."""
-    result = await conn.stream(bags_query(columns=EXPORT_COLUMNS, **filters).execution_options(yield_per=batch))
-    async for row in result:
+    async for row in conn.stream(bags_query(columns=EXPORT_COLUMNS, **filters), batch=batch):
         yield row
 
 
@@ -126,5 +124,5 @@ def scans_query(*, after_id: int | None = None, limit: int | None = None, kind: 
     return query.limit(limit) if limit else query
 
 
-async def list_scans(conn: AsyncConnection, **filters: Any) -> list[Row]:
-    return list((await conn.execute(scans_query(**filters))).all())
+async def list_scans(conn: Conn, **filters: Any) -> list[Row]:
+    return await conn.rows(scans_query(**filters))

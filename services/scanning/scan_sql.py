@@ -195,12 +195,12 @@ async def child_scan(work: UnitOfWork, *, parent_qr: str, child_qr: str, area: s
     else:
         await work.execute(update(bags).where(bags.c.id == child["id"], bags.c.parent_id.is_(None)).values(**link))
         facts["linked"] = {**child, "status": "completed", "dispatch_area": parent["dispatch_area"]}
-    claimed = (await work.execute(
+    claimed = await work.row(
         update(bags).where(bags.c.id == parent["id"], bags.c.child_count < bags.c.capacity)
         .values(child_count=bags.c.child_count + 1, updated_at=now,
                 status=case((bags.c.child_count + 1 >= bags.c.capacity, "completed"), else_="in_progress"))
-        .returning(bags.c.child_count, bags.c.status))).first()
-    facts["claimed"] = dict(claimed._mapping)
+        .returning(bags.c.child_count, bags.c.status))
+    facts["claimed"] = dict(claimed)
     await _scan(work, "child", parent_qr, child_qr, parent["dispatch_area"], user_id, username, repeat=False)
     return facts
 
@@ -214,12 +214,12 @@ async def unlink(work: UnitOfWork, *, parent_qr: str, child_qr: str, area: str |
     if work.dialect == "postgresql":
         return await _one_statement(work, UNLINK, params)
     parent = await _bag(work, bags.c.qr_id == parent_qr)
-    row = (await work.execute(select(*(bags.c[c] for c in BAG_COLUMNS), bags.c.parent_id, bags.c.linked_by,
-                                     bags.c.linked_at).where(bags.c.qr_id == child_qr))).first()
+    row = await work.row(select(*(bags.c[c] for c in BAG_COLUMNS), bags.c.parent_id, bags.c.linked_by,
+                                bags.c.linked_at).where(bags.c.qr_id == child_qr))
     child = None
     if row is not None:
-        child = _jsonable(row._mapping)
-        linked_at = as_utc(row.linked_at)
+        child = _jsonable(row)
+        linked_at = as_utc(row["linked_at"])
         child["in_window"] = linked_at is not None and linked_at >= utcnow() - timedelta(seconds=window)
         del child["linked_at"]
     facts = {"parent": parent, "child": child, "unlinked": None, "released": None,
@@ -231,13 +231,13 @@ async def unlink(work: UnitOfWork, *, parent_qr: str, child_qr: str, area: str |
     now = utcnow()
     await work.execute(update(bags).where(bags.c.id == child["id"]).values(
         parent_id=None, status="pending", linked_by=None, linked_at=None, updated_at=now))
-    released = (await work.execute(
+    released = await work.row(
         update(bags).where(bags.c.id == parent["id"])
         .values(child_count=bags.c.child_count - 1, updated_at=now,
                 status=case((bags.c.child_count - 1 == 0, "pending"), else_="in_progress"))
-        .returning(bags.c.child_count, bags.c.status))).first()
+        .returning(bags.c.child_count, bags.c.status))
     facts["unlinked"] = {**child, "status": "pending"}
-    facts["released"] = dict(released._mapping)
+    facts["released"] = dict(released)
     await _scan(work, "unlink", parent_qr, child_qr, parent["dispatch_area"], user_id, username, repeat=False)
     return facts
 
@@ -246,14 +246,14 @@ async def unlink(work: UnitOfWork, *, parent_qr: str, child_qr: str, area: str |
 
 async def _one_statement(work: UnitOfWork, statement, params: dict[str, Any]) -> dict | None:
     try:
-        row = (await work.execute(statement, {**params, **work.idempotency_params()})).one()
+        row = await work.row(statement, {**params, **work.idempotency_params()})
     except IntegrityError as exc:
         if "idempotent_requests" in str(exc.orig):
             raise  # the same key written at this moment by a twin request: the unit of work replays it
         raise LostRace from exc  # a concurrent write got in after our snapshot (capacity, a deleted parent)
-    if work.replay(row.prior_fingerprint, row.prior_response) is not None:
+    if work.replay(row["prior_fingerprint"], row["prior_response"]) is not None:
         return None
-    return json.loads(row.facts)
+    return json.loads(row["facts"])
 
 
 # --- SQLite: the same steps, one short transaction -----------------------------------------------------------
@@ -264,30 +264,28 @@ def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def _bag(work: UnitOfWork, *where) -> dict | None:
-    row = (await work.execute(select(*(bags.c[c] for c in BAG_COLUMNS)).where(*where))).first()
-    return None if row is None else _jsonable(row._mapping)
+    row = await work.row(select(*(bags.c[c] for c in BAG_COLUMNS)).where(*where))
+    return None if row is None else _jsonable(row)
 
 
 async def _child(work: UnitOfWork, qr: str) -> dict | None:
     parent = bags.alias("parent")
-    row = (await work.execute(
+    row = await work.row(
         select(*(bags.c[c] for c in ("id", "qr_id", "type", "status", "dispatch_area", "parent_id")),
                parent.c.qr_id.label("parent_qr"), bags.c.created_by, bags.c.created_at)
-        .outerjoin(parent, parent.c.id == bags.c.parent_id).where(bags.c.qr_id == qr))).first()
-    return None if row is None else _jsonable(row._mapping)
+        .outerjoin(parent, parent.c.id == bags.c.parent_id).where(bags.c.qr_id == qr))
+    return None if row is None else _jsonable(row)
 
 
 async def _children(work: UnitOfWork, parent: dict | None) -> list[str]:
     if parent is None:
         return []
-    return list((await work.execute(select(bags.c.qr_id).where(bags.c.parent_id == parent["id"])
-                                    .order_by(bags.c.id))).scalars())
+    rows = await work.rows(select(bags.c.qr_id).where(bags.c.parent_id == parent["id"]).order_by(bags.c.id))
+    return [row["qr_id"] for row in rows]
 
 
 async def _insert_bag(work: UnitOfWork, values: dict[str, Any]) -> dict:
-    row = (await work.execute(insert(bags).values(**values)
-                              .returning(*(bags.c[c] for c in BAG_COLUMNS)))).one()
-    return _jsonable(row._mapping)
+    return _jsonable(await work.row(insert(bags).values(**values).returning(*(bags.c[c] for c in BAG_COLUMNS))))
 
 
 async def _scan(work: UnitOfWork, kind: str, parent_qr: str, child_qr: str | None, area: str, user_id: int,

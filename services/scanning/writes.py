@@ -154,12 +154,12 @@ async def delete_bag(*, ctx: ScanningContext, principal: Principal, raw_qr: str,
     async with ctx.db.read() as conn:
         bag = _deletable(await repo.get_bag(conn, qr), qr)
     # Asked outside any transaction, so no database connection waits on another service.
-    bill = await parent_bill(ctx.billing, qr, headers) if bag.type == "parent" else None
+    bill = await parent_bill(ctx.billing, qr, headers) if bag["type"] == "parent" else None
     if bill:
         raise Conflict(f"parent {qr} is on bill {bill}; remove it from the bill first", bill_id=bill)
 
     async def remove(work: UnitOfWork) -> None:
-        if not await repo.delete_empty_bag(work, bag.id):
+        if not await repo.delete_empty_bag(work, bag["id"]):
             _deletable(await repo.get_bag(work.conn, qr), qr)  # says what changed meanwhile
             raise Conflict(f"{qr} changed meanwhile; look it up and try again")
         work.touch(cache_key(qr))
@@ -170,10 +170,10 @@ async def delete_bag(*, ctx: ScanningContext, principal: Principal, raw_qr: str,
 def _deletable(bag, qr: str):
     if bag is None:
         raise NotFound(f"no bag {qr}")
-    if bag.type == "parent" and bag.child_count:
-        raise Conflict(f"parent {qr} still holds {bag.child_count} children; unlink them first")
-    if bag.type == "child" and bag.parent_id:
-        raise Conflict(f"child {qr} is on parent {bag.parent_qr}; unlink it first")
+    if bag["type"] == "parent" and bag["child_count"]:
+        raise Conflict(f"parent {qr} still holds {bag['child_count']} children; unlink them first")
+    if bag["type"] == "child" and bag["parent_id"]:
+        raise Conflict(f"child {qr} is on parent {bag['parent_qr']}; unlink it first")
     return bag
 
 

@@ -29,7 +29,7 @@ async def logout(body: RefreshIn, ctx: ContextDep, principal: CurrentUser) -> Re
 
 @router.get("/me", response_model=UserPublic)
 async def me(ctx: ContextDep, principal: CurrentUser) -> UserPublic:
-    return UserPublic.model_validate(await service.get_user(ctx=ctx, user_id=principal.user_id))
+    return UserPublic.model_validate(dict(await service.get_user(ctx=ctx, user_id=principal.user_id)))
 
 
 @router.get("/jwks")

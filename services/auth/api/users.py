@@ -30,12 +30,12 @@ async def list_users(
 ) -> Page[UserPublic]:
     users = await service.list_users(ctx=ctx, after_id=cursor_position(cursor), limit=limit + 1, role=role,
                                      area=dispatch_area.lower() if dispatch_area else None, is_active=is_active, q=q)
-    return page_of(users, limit, item=UserPublic.model_validate, key=lambda user: user.id)
+    return page_of(users, limit, item=lambda user: UserPublic.model_validate(dict(user)), key=lambda user: user["id"])
 
 
 @router.post("", response_model=UserPublic, status_code=201)
 async def create_user(body: UserCreate, ctx: ContextDep, _: AdminUser) -> UserPublic:
-    return UserPublic.model_validate(await service.create_user(ctx=ctx, user_in=body))
+    return UserPublic.model_validate(dict(await service.create_user(ctx=ctx, user_in=body)))
 
 
 @router.post("/me/password", status_code=204)
@@ -49,12 +49,12 @@ async def get_user(user_id: UserId, ctx: ContextDep, principal: CurrentUser) -> 
     if not principal.is_admin and principal.user_id != user_id:
         raise Forbidden("only admins can read other users")
     # The primary: an admin reads a user right after changing it.
-    return UserPublic.model_validate(await service.get_user(ctx=ctx, user_id=user_id, primary=True))
+    return UserPublic.model_validate(dict(await service.get_user(ctx=ctx, user_id=user_id, primary=True)))
 
 
 @router.patch("/{user_id}", response_model=UserPublic)
 async def update_user(user_id: UserId, body: UserUpdate, ctx: ContextDep, actor: AdminUser) -> UserPublic:
-    return UserPublic.model_validate(await service.update_user(ctx=ctx, actor=actor, user_id=user_id, changes=body))
+    return UserPublic.model_validate(dict(await service.update_user(ctx=ctx, actor=actor, user_id=user_id, changes=body)))
 
 
 @router.delete("/{user_id}", status_code=204)
