@@ -9,8 +9,7 @@ import logging
 import time
 from typing import Iterable
 
-import redis
-import redis.asyncio as aioredis
+from shared.resp import RedisError, RespClient
 
 log = logging.getLogger("bagtrack.cache")
 
@@ -91,8 +90,7 @@ class RedisCache:
     def __init__(self, url: str, namespace: str, *, timeout: float = 0.25, retry_after: float = 2.0) -> None:
         self.namespace = namespace
         self._prefix = f"bagtrack:{namespace}:"
-        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                               retry_on_timeout=False)
+        self._client = RespClient(url, timeout=timeout)
         self._fallback = MemoryCache(namespace)
         self._down_until = 0.0
         self._retry_after = retry_after
@@ -110,8 +108,8 @@ class RedisCache:
         if not self.available:
             return None
         try:
-            return await self._client.get(self._prefix + key)
-        except (redis.RedisError, OSError) as exc:
+            return await self._client.call("GET", self._prefix + key)
+        except RedisError as exc:
             self._failed(exc)
             return None
 
@@ -119,44 +117,49 @@ class RedisCache:
         if not self.available:
             return
         try:
-            await self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)), nx=True)
-        except (redis.RedisError, OSError) as exc:
+            await self._client.call("SET", self._prefix + key, value, "PX", max(1, int(ttl * 1000)), "NX")
+        except RedisError as exc:
             self._failed(exc)
 
     async def tombstone(self, keys: Iterable[str], hold: float) -> None:
         # Tried even in bypass mode: a lost invalidation would serve stale data once Redis is back.
+        keys = list(keys)
+        hold_ms = max(1, int(hold * 1000))
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for key in keys:
-                pipe.set(self._prefix + key, TOMBSTONE, px=max(1, int(hold * 1000)))
-            await pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+            await self._client.pipeline([("SET", self._prefix + key, TOMBSTONE, "PX", hold_ms) for key in keys])
+        except RedisError as exc:
             self._failed(exc)
-            log.error("cache invalidation lost for %s: %s", list(keys), exc)
+            log.error("cache invalidation lost for %s: %s", keys, exc)
 
     async def incr(self, key: str, ttl: float) -> tuple[int, float]:
         """A fixed-window counter shared by every replica; this process's own while Redis is away."""
         if self.available:
+            name = self._prefix + key
             try:
-                pipe = self._client.pipeline(transaction=True)
-                pipe.incr(self._prefix + key)
-                pipe.pexpire(self._prefix + key, max(1, int(ttl * 1000)), nx=True)
-                pipe.pttl(self._prefix + key)
-                count, _, pttl = await pipe.execute()
-                return int(count), max(pttl, 0) / 1000
-            except (redis.RedisError, OSError) as exc:
+                replies = await self._client.pipeline([("MULTI",), ("INCR", name),
+                                                       ("PEXPIRE", name, max(1, int(ttl * 1000)), "NX"),
+                                                       ("PTTL", name), ("EXEC",)])
+                if isinstance(replies[-1], list):
+                    count, _, pttl = replies[-1]
+                    return int(count), max(pttl, 0) / 1000
+                raise RedisError(f"counter transaction failed: {replies}")
+            except RedisError as exc:
                 self._failed(exc)
         return self._fallback.incr_now(key, ttl)
 
     async def clear(self) -> None:
         """Drop every key of this namespace (and the local fallback counters)."""
         await self._fallback.clear()
-        keys = [key async for key in self._client.scan_iter(match=self._prefix + "*", count=1000)]
-        if keys:
-            await self._client.delete(*keys)
+        cursor = b"0"
+        while True:
+            cursor, keys = await self._client.call("SCAN", cursor, "MATCH", self._prefix + "*", "COUNT", 1000)
+            if keys:
+                await self._client.call("DEL", *keys)
+            if cursor == b"0":
+                return
 
     async def ping(self) -> None:
-        await self._client.ping()
+        await self._client.call("PING")
         self._down_until = 0.0
 
     async def aclose(self) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util.concurrency import greenlet_spawn
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import Select
@@ -101,8 +102,9 @@ class Conn:
     SELECTs and text() statements straight through asyncpg, in autocommit; the others go through SQLAlchemy.
     """
 
-    def __init__(self, sa: AsyncConnection, database: "Database", driver: asyncpg.Connection | None = None) -> None:
-        self.sa, self.dialect, self._db, self._driver = sa, database.dialect, database, driver
+    def __init__(self, database: "Database", *, sa: AsyncConnection | None = None, pooled=None) -> None:
+        self.dialect, self._db, self.sa, self._pooled = database.dialect, database, sa, pooled
+        self._driver: asyncpg.Connection | None = pooled.driver_connection if pooled is not None else None
 
     async def rows(self, statement: Executable, params: Mapping[str, Any] | None = None) -> list[Row]:
         if self._driver is not None:
@@ -150,7 +152,7 @@ class Conn:
         except asyncpg.exceptions.QueryCanceledError as exc:  # statement_timeout
             raise OperationalError(sql, args, exc) from exc
         except _CONNECTION_LOST as exc:
-            await self.sa.invalidate()
+            await greenlet_spawn(self._pooled.invalidate)  # the pool replaces it instead of handing it out again
             raise DatabaseUnavailable("database unavailable") from exc
         except asyncpg.exceptions.PostgresError as exc:
             raise DBAPIError(sql, args, exc) from exc
@@ -225,9 +227,12 @@ class Database:
 
     @asynccontextmanager
     async def _checkout(self, engine: AsyncEngine, *, direct: bool) -> AsyncIterator[Conn]:
-        """A pooled connection; "cannot connect at all" (refused, unreachable, timed out) is a clean 503."""
+        """A pooled connection; "cannot connect at all" (refused, unreachable, timed out) is a clean 503.
+
+        A direct one is the pool's own connection (no SQLAlchemy Connection around it: ~100 µs less a checkout);
+        asyncpg runs each of its statements in autocommit, and nothing ever begins a transaction on it."""
         try:
-            sa = await engine.connect()
+            handle = await (engine.raw_connection() if direct else engine.connect())
         except (OSError, TimeoutError, OperationalError, InterfaceError) as exc:
             raise DatabaseUnavailable("database unavailable") from exc
         except DBAPIError as exc:
@@ -235,10 +240,9 @@ class Database:
                 raise DatabaseUnavailable("database unavailable") from exc
             raise
         try:
-            driver = None
-            if direct:
-                # asyncpg itself runs each statement in autocommit; SQLAlchemy never began a transaction here.
-                driver = (await sa.get_raw_connection()).driver_connection
-            yield Conn(sa, self, driver)
+            yield Conn(self, pooled=handle) if direct else Conn(self, sa=handle)
         finally:
-            await sa.close()
+            if direct:
+                await greenlet_spawn(handle.close)
+            else:
+                await handle.close()

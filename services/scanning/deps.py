@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Request, Response
+from pydantic import BaseModel
 
 from services.scanning.writes import ScanningContext
 from shared.errors import InvalidInput
@@ -31,5 +32,8 @@ def pick_key(body_key: str | None, header_key: str | None) -> str | None:
     return body_key or header_key
 
 
-def mark_replayed(response: Response, replayed: bool) -> None:
-    response.headers[REPLAYED_HEADER] = "true" if replayed else "false"
+def json_response(model: BaseModel, *, replayed: bool | None = None) -> Response:
+    """The answer as JSON, serialised once: the route's response_model documents it, and FastAPI does not
+    validate a finished Response again. `replayed` adds Idempotent-Replayed (true: the first answer, again)."""
+    headers = None if replayed is None else {REPLAYED_HEADER: "true" if replayed else "false"}
+    return Response(model.model_dump_json(), media_type="application/json", headers=headers)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from services.scanning import lists, lookup, writes
-from services.scanning.deps import Admin, Anyone, ContextDep, Deleter, IdempotencyKey, mark_replayed
+from services.scanning.deps import Admin, Anyone, ContextDep, Deleter, IdempotencyKey, json_response
 from services.scanning.schemas import BagOut, BagStatus, BagType, ScanResult
 from shared.errors import problem_responses
 from shared.http import forwarded_headers
@@ -32,10 +32,10 @@ async def list_bags(
     created_to: Until = None,
     q: Annotated[str | None, Query(max_length=64, description="QR prefix")] = None,
     parent_qr: Annotated[str | None, Query(max_length=64, description="children of this parent")] = None,
-) -> Page[BagOut]:
-    return await lists.list_bags(db=ctx.db, principal=principal, limit=limit, cursor=cursor, q=q, parent_qr=parent_qr,
-                                 type_=type, status=status, area=dispatch_area, created_from=created_from,
-                                 created_to=created_to)
+) -> Response:
+    return json_response(await lists.list_bags(db=ctx.db, principal=principal, limit=limit, cursor=cursor, q=q,
+                                               parent_qr=parent_qr, type_=type, status=status, area=dispatch_area,
+                                               created_from=created_from, created_to=created_to))
 
 
 @router.get("/export.csv", response_class=StreamingResponse)
@@ -68,9 +68,8 @@ async def delete_bag(qr_id: Qr, request: Request, ctx: ContextDep, principal: De
 
 
 @router.delete("/{parent_qr}/children/{child_qr}", response_model=ScanResult)
-async def unlink_child(parent_qr: Qr, child_qr: Qr, ctx: ContextDep, principal: Anyone, response: Response,
-                       idempotency_key: IdempotencyKey = None) -> ScanResult:
+async def unlink_child(parent_qr: Qr, child_qr: Qr, ctx: ContextDep, principal: Anyone,
+                       idempotency_key: IdempotencyKey = None) -> Response:
     written = await writes.unlink_child(ctx=ctx, principal=principal, raw_parent=parent_qr, raw_child=child_qr,
                                         key=idempotency_key)
-    mark_replayed(response, written.replayed)
-    return written.result
+    return json_response(written.result, replayed=written.replayed)

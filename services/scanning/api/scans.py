@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from services.scanning import lists, writes
-from services.scanning.deps import Anyone, ContextDep, IdempotencyKey, Scanner, mark_replayed, pick_key
+from services.scanning.deps import Anyone, ContextDep, IdempotencyKey, Scanner, json_response, pick_key
 from services.scanning.schemas import ChildScanIn, ParentScanIn, ScanKind, ScanOut, ScanResult
 from shared.errors import problem_responses
 from shared.pagination import Page
@@ -16,21 +16,19 @@ router = APIRouter(prefix="/scans", tags=["scans"], responses=problem_responses(
 
 
 @router.post("/parent", response_model=ScanResult)
-async def scan_parent(body: ParentScanIn, ctx: ContextDep, principal: Scanner, response: Response,
-                      idempotency_key: IdempotencyKey = None) -> ScanResult:
+async def scan_parent(body: ParentScanIn, ctx: ContextDep, principal: Scanner,
+                      idempotency_key: IdempotencyKey = None) -> Response:
     written = await writes.record_parent_scan(ctx=ctx, principal=principal, raw_qr=body.qr_id,
                                               area=body.dispatch_area, key=pick_key(body.scan_id, idempotency_key))
-    mark_replayed(response, written.replayed)
-    return written.result
+    return json_response(written.result, replayed=written.replayed)
 
 
 @router.post("/child", response_model=ScanResult)
-async def scan_child(body: ChildScanIn, ctx: ContextDep, principal: Scanner, response: Response,
-                     idempotency_key: IdempotencyKey = None) -> ScanResult:
+async def scan_child(body: ChildScanIn, ctx: ContextDep, principal: Scanner,
+                     idempotency_key: IdempotencyKey = None) -> Response:
     written = await writes.record_child_scan(ctx=ctx, principal=principal, raw_parent=body.parent_qr,
                                              raw_child=body.child_qr, key=pick_key(body.scan_id, idempotency_key))
-    mark_replayed(response, written.replayed)
-    return written.result
+    return json_response(written.result, replayed=written.replayed)
 
 
 @router.get("", response_model=Page[ScanOut])
@@ -45,7 +43,7 @@ async def scan_history(
     qr: Annotated[str | None, Query(max_length=64, description="scans of this bag, as parent or child")] = None,
     created_from: Since = None,
     created_to: Until = None,
-) -> Page[ScanOut]:
-    return await lists.list_scans(db=ctx.db, principal=principal, limit=limit, cursor=cursor, qr=qr, kind=kind,
-                                  area=dispatch_area, username=username, created_from=created_from,
-                                  created_to=created_to)
+) -> Response:
+    return json_response(await lists.list_scans(db=ctx.db, principal=principal, limit=limit, cursor=cursor, qr=qr,
+                                                kind=kind, area=dispatch_area, username=username,
+                                                created_from=created_from, created_to=created_to))
