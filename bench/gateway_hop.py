@@ -6,7 +6,7 @@ the auth service vs through the gateway, in one run on this machine.
     BENCH_SECONDS=10 BENCH_CONNECTIONS=10,50 .venv/bin/python bench/gateway_hop.py
 
 Load: wrk (one thread) on the same 2-core box, closed loop with a fixed number of connections, bounded
-by time. Run ../shared/bench/limits.sh in the same sitting and compare ratios, not absolute numbers.
+by time. Run bench/limits/limits.sh in the same sitting and compare ratios, not absolute numbers.
 """
 from __future__ import annotations
 

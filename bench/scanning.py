@@ -6,7 +6,7 @@ at a fixed arrival rate, then a closed-loop wrk figure for repeated lookups.
     .venv/bin/python bench/scanning.py --explain     # EXPLAIN (ANALYZE, BUFFERS) of the service's queries
 
 Storage: PostgreSQL on 127.0.0.1:5432 (database bagtrack_scale_scanning, seeded up to BENCH_BAGS bags the first
-time and reused after) and Redis db 13; both must be running. Load is open loop (BASELINES trap 6): requests
+time and reused after) and Redis db 13; both must be running. Load is open loop (docs/performance.md, "Traps"): requests
 leave at their scheduled instants whatever the answers do, latency counts from the scheduled instant (so queueing
 shows), and a request not answered within 2 s of it is a timeout, counted as a failure like any non-2xx.
 "First touch" lookups ask for bags no one has asked for (their cache keys are removed first): Redis misses,

@@ -58,7 +58,8 @@ async def run(args: argparse.Namespace) -> str:
     run_id = uuid.uuid4().hex[:4].upper()
     connector = aiohttp.TCPConnector(limit=args.users + 20, limit_per_host=args.users + 20, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
+                                     skip_auto_headers=("User-Agent",)) as http:
         accounts = Accounts(http, api, admin, run_id)
         try:
             await accounts.start()

@@ -6,6 +6,7 @@ a timeout, any 5xx, 401, 429.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import Counter, defaultdict
@@ -55,10 +56,10 @@ class Stats:
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest rank: the smallest sample that at least q% of the samples do not exceed."""
     if not sorted_values:
         return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))]
 
 
 def ms(seconds: float) -> str:
@@ -103,6 +104,26 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pids_named(*names: str) -> list[int]:
+    """Processes whose command name is one of `names` (PostgreSQL's backends, Redis)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() in names:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / hz, sum(values) / hz
+
+
 def rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -125,6 +146,10 @@ class CpuMeter:
         sample = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         sample = {name: value for name, value in sample.items() if value is not None}
         sample["loadgen"] = sum(os.times()[:2])
+        # PostgreSQL's backends come and go; those alive at both samples are counted.
+        sample.update({f"postgres:{pid}": cpu_seconds(pid) or 0.0 for pid in pids_named("postgres")})
+        sample.update({f"redis:{pid}": cpu_seconds(pid) or 0.0 for pid in pids_named("redis-server")})
+        sample["machine"], sample["machine_total"] = machine_busy()
         return sample
 
     def start(self) -> None:
@@ -134,7 +159,14 @@ class CpuMeter:
         self.after = self._sample()
 
     def used(self) -> dict[str, float]:
-        return {name: self.after[name] - self.before[name] for name in self.after if name in self.before}
+        """CPU seconds per process over the window; PostgreSQL's and Redis's summed."""
+        used: dict[str, float] = {}
+        for name in self.after:
+            if name in self.before and name != "machine_total":
+                used[name.split(":")[0]] = used.get(name.split(":")[0], 0.0) + self.after[name] - self.before[name]
+        return used
+
+
 
 
 # --- output ------------------------------------------------------------------------------------------------
@@ -155,8 +187,12 @@ def render(stats: Stats, cpu: CpuMeter, *, users: int) -> str:
     used = cpu.used()
     scans = len(stats.latency.get("POST /scans/child", []))
     scanning_requests = sum(len(v) for k, v in stats.latency.items() if k.split(" ", 1)[1].startswith(("/scans", "/bags")))
+    machine = used.pop("machine", None)
     cpu_line = ", ".join(f"{name} {seconds / window * 100:.0f}%" for name, seconds in sorted(used.items()))
     lines.append(f"cpu over {window:.0f} s (100% = one core): {cpu_line}")
+    if machine is not None:
+        lines.append(f"machine busy: {machine / window * 100:.0f}% of {os.cpu_count()} cores' 100% each "
+                     f"({machine / window / (os.cpu_count() or 1) * 100:.0f}% of the machine)")
     if "scanning" in used and scanning_requests:
         per_request = used["scanning"] / scanning_requests * 1000
         per_scan = used["scanning"] / scans * 1000 if scans else float("nan")

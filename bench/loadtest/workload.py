@@ -53,8 +53,9 @@ class User:
         self.stop_at, self.rng = stop_at, rng
 
     async def call(self, label: str, method: str, path: str, *, json: dict | None = None,
-                   params: dict | None = None, auth: bool = True) -> tuple[int, dict | None]:
-        """Send one request, record its latency and status under `label`; status 0 means no answer."""
+                   params: dict | None = None, auth: bool = True, parse: bool = False) -> tuple[int, dict | None]:
+        """Send one request, record its latency and status under `label`; status 0 means no answer.
+        The body is read whole (as a client would) but decoded only when `parse` asks for it."""
         if auth:
             await self.accounts.ensure_fresh(self.account)
         sent = time.perf_counter()
@@ -64,7 +65,7 @@ class User:
                                          headers=self.account.headers if auth else None) as response:
                 status = response.status
                 raw = await response.read()
-                if status == 200 and raw[:1] == b"{":
+                if parse and status == 200:
                     body = jsonlib.loads(raw)
             outcome = str(status)
         except asyncio.TimeoutError:
@@ -92,7 +93,7 @@ class Dispatcher(User):
         while await self.pause():
             prefix, capacity = self.rng.choice(PARENT_FORMATS)
             parent = f"{prefix}{self.rng.randrange(100_000):05d}"
-            status, body = await self.call("POST /scans/parent", "POST", "/scans/parent",
+            status, body = await self.call("POST /scans/parent", "POST", "/scans/parent", parse=True,
                                            json={"qr_id": parent, "scan_id": uuid.uuid4().hex})
             if status != 200 or body is None:
                 continue
@@ -129,7 +130,7 @@ class Lookup(User):
             elif roll < 0.99 or not self.shared.take_login():
                 await self.call("GET /auth/me", "GET", "/auth/me")
             else:
-                status, body = await self.call("POST /auth/login", "POST", "/auth/login", auth=False,
+                status, body = await self.call("POST /auth/login", "POST", "/auth/login", auth=False, parse=True,
                                                json={"username": self.account.username, "password": PASSWORD})
                 if status == 200 and body:
                     self.account.take(body)

@@ -1,5 +1,5 @@
 """Offline validation of deploy/: compose spec, Kubernetes schemas, kustomize, nginx -t, Prometheus, and
-the PostgreSQL connection budget (BASELINES trap 5) recomputed from the manifests. No network needed."""
+the PostgreSQL connection budget (docs/performance.md) recomputed from the manifests. No network needed."""
 from __future__ import annotations
 
 import math
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+
+from shared.topology import SERVICES
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +24,7 @@ NGINX_CONF = DEPLOY / "nginx" / "nginx.conf"
 K8S_VERSION = "1.32.0"  # kubernetes-validate ships its schemas
 BUDGET = 80  # of PostgreSQL's default max_connections = 100
 PORTS = {"auth": 8001, "scanning": 8002, "billing": 8003, "dashboard": 8004, "gateway": 8080}
-DB_SERVICES = ("auth", "scanning", "billing", "dashboard")
+DB_SERVICES = SERVICES
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

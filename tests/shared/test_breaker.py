@@ -1,4 +1,4 @@
-"""AsyncCircuitBreaker keeps awaited I/O outside pybreaker's lock and counts awaited failures (BASELINES trap 2)."""
+"""AsyncCircuitBreaker keeps awaited I/O outside pybreaker's lock and counts awaited failures (docs/performance.md, "Traps")."""
 from __future__ import annotations
 
 import asyncio
