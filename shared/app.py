@@ -7,6 +7,7 @@ start-up hooks and background jobs. Nothing connects at import time.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from shared.health import LivenessFastPath, ReadyCheck, dependency_readiness
 from shared.health import router as ops_router
 from shared.http import ResilientClient
 from shared.logging import configure_logging
+from shared.metrics import LOOP_LAG
 from shared.middleware import PrefixRoute, RequestContextMiddleware
 from shared.security import TokenVerifier, fetch_jwks
 from shared.settings import CommonSettings, ServiceSettings
@@ -88,7 +90,9 @@ def create_service_app(
                 await client.start()
             for hook in hooks:
                 await hook(app)
+            settle_garbage_collector()
             tasks.append(asyncio.create_task(app.state.verifier.warm_up()))
+            tasks.append(asyncio.create_task(_watch_loop_lag(service)))
             tasks += [asyncio.create_task(_repeat(job, app)) for job in background]
             yield
         finally:
@@ -118,6 +122,36 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+def settle_garbage_collector() -> None:
+    """Keep the cyclic garbage collector from stalling the event loop.
+
+    Measured under 500 users, a full collection of a service process took 250-320 ms (and found almost nothing:
+    reference counting frees what requests allocate), once every ~13 s: every request in flight waited, timeouts
+    fired upstream, the gateway's breaker opened. What start-up built (modules, tables, schemas, routes) lives
+    as long as the process, so it is frozen out of every later collection; and collections run after 10,000 new
+    container objects instead of 700."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
+async def _watch_loop_lag(service: str, tick: float = 0.1) -> None:
+    """Publish how late the event loop runs timers (bagtrack_event_loop_lag_seconds) and log stalls: one event
+    loop serves every request of the process, so a stall delays them all (and trips callers' timeouts)."""
+    gauge, loop = LOOP_LAG.labels(service), asyncio.get_running_loop()
+    worst, window_start = 0.0, loop.time()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(tick)
+        lag = loop.time() - before - tick
+        worst = max(worst, lag)
+        if lag > 0.25:
+            log.warning("event loop stalled for %.0f ms", lag * 1000)
+        if loop.time() - window_start >= 1.0:
+            gauge.set(worst)
+            worst, window_start = 0.0, loop.time()
 
 
 async def _repeat(job: Job, app: FastAPI) -> None:

@@ -27,3 +27,5 @@ BREAKER_STATE = Gauge("bagtrack_circuit_breaker_open", "1 while a circuit breake
 
 def metrics_response() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+LOOP_LAG = Gauge("bagtrack_event_loop_lag_seconds", "How late the event loop ran a 100 ms timer, worst over the last second",
+                 ["service"])

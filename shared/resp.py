@@ -136,6 +136,8 @@ class RespClient:
             for waiter in waiters:  # abandoned ones must not log "exception was never retrieved" later
                 if not waiter.done():
                     waiter.cancel()
+                elif not waiter.cancelled():
+                    waiter.exception()
 
     async def _connected(self) -> _Protocol:
         if self._protocol is not None and not self._protocol.transport.is_closing():
