@@ -103,7 +103,8 @@ def derive_database_url(shared_url: str | None, service: str, var_dir: Path) -> 
 
 
 def with_psycopg2_driver(url: str) -> str:
-    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; this project runs psycopg2."""
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; migrations, seeding and tests run psycopg2 (the
+    services swap in asyncpg: shared.db.async_url)."""
     for bare in ("postgresql://", "postgres://"):
         if url.startswith(bare):
             return "postgresql+psycopg2://" + url[len(bare):]

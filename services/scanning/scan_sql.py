@@ -42,8 +42,20 @@ def typed(sql: str) -> str:
                   lambda m: f"CAST(:{m[1]} AS {PARAM_TYPES[m[1]]})" if m[1] in PARAM_TYPES else m[0], sql)
 
 
-PARENT_SCAN = text(typed(f"""
+def one_statement(body: str, facts: str, written: str):
+    """A scan write as one statement: the key's earlier record (`prior`), the write's own CTEs (`body`), its facts
+    (the arguments of a json_build_object), and the key's record when `written` (SQL) says the write happened.
+    It returns the prior record's fingerprint and result, and the facts."""
+    return text(typed(f"""
 WITH {PRIOR_CTE},
+{body},
+facts AS (SELECT json_build_object({facts})::text AS facts),
+{record_cte("(SELECT facts FROM facts)", written)}
+SELECT (SELECT fingerprint FROM prior) AS prior_fingerprint, (SELECT response FROM prior) AS prior_response,
+       (SELECT facts FROM facts) AS facts"""))
+
+
+PARENT_SCAN = one_statement(f"""
 found AS (SELECT {BAG} FROM bags WHERE qr_id = :qr AND type = 'parent'),
 created AS (
     INSERT INTO bags (qr_id, type, status, dispatch_area, capacity, child_count, created_by, created_at, updated_at)
@@ -57,17 +69,12 @@ selected AS (
 scan AS (
     INSERT INTO scans (kind, parent_qr, dispatch_area, user_id, username, repeat, created_at)
     SELECT 'parent', :qr, dispatch_area, :user_id, :username, NOT EXISTS (SELECT 1 FROM created), now()
-    FROM selected),
-facts AS (
-    SELECT json_build_object('found', (SELECT row_to_json(found) FROM found),
-                             'created', (SELECT row_to_json(created) FROM created),
-                             'children', {CHILDREN.format("found")})::text AS facts),
-{record_cte("(SELECT facts FROM facts)", "EXISTS (SELECT 1 FROM selected)")}
-SELECT (SELECT fingerprint FROM prior) AS prior_fingerprint, (SELECT response FROM prior) AS prior_response,
-       (SELECT facts FROM facts) AS facts"""))
+    FROM selected)""",
+    facts=f"""'found', (SELECT row_to_json(found) FROM found), 'created', (SELECT row_to_json(created) FROM created),
+              'children', {CHILDREN.format("found")}""",
+    written="EXISTS (SELECT 1 FROM selected)")
 
-CHILD_SCAN = text(typed(f"""
-WITH {PRIOR_CTE},
+CHILD_SCAN = one_statement(f"""
 parent AS (SELECT {BAG} FROM bags WHERE qr_id = :parent_qr AND type = 'parent'),
 child AS (
     SELECT c.id, c.qr_id, c.type, c.status, c.dispatch_area, c.parent_id, p.qr_id AS parent_qr, c.created_by,
@@ -101,20 +108,13 @@ repeated AS (SELECT 1 FROM writable, child WHERE child.parent_id = writable.id),
 scan AS (
     INSERT INTO scans (kind, parent_qr, child_qr, dispatch_area, user_id, username, repeat, created_at)
     SELECT 'child', :parent_qr, :child_qr, dispatch_area, :user_id, :username, EXISTS (SELECT 1 FROM repeated), now()
-    FROM writable WHERE EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM repeated)),
-facts AS (
-    SELECT json_build_object('parent', (SELECT row_to_json(parent) FROM parent),
-                             'child', (SELECT row_to_json(child) FROM child),
-                             'linked', (SELECT row_to_json(linked) FROM linked),
-                             'created', EXISTS (SELECT 1 FROM inserted),
-                             'claimed', (SELECT row_to_json(claimed) FROM claimed),
-                             'children', {CHILDREN.format("parent")})::text AS facts),
-{record_cte("(SELECT facts FROM facts)", "EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM repeated)")}
-SELECT (SELECT fingerprint FROM prior) AS prior_fingerprint, (SELECT response FROM prior) AS prior_response,
-       (SELECT facts FROM facts) AS facts"""))
+    FROM writable WHERE EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM repeated))""",
+    facts=f"""'parent', (SELECT row_to_json(parent) FROM parent), 'child', (SELECT row_to_json(child) FROM child),
+              'linked', (SELECT row_to_json(linked) FROM linked), 'created', EXISTS (SELECT 1 FROM inserted),
+              'claimed', (SELECT row_to_json(claimed) FROM claimed), 'children', {CHILDREN.format("parent")}""",
+    written="EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM repeated)")
 
-UNLINK = text(typed(f"""
-WITH {PRIOR_CTE},
+UNLINK = one_statement(f"""
 parent AS (SELECT {BAG} FROM bags WHERE qr_id = :parent_qr),
 child AS (
     SELECT id, qr_id, type, status, dispatch_area, parent_id, linked_by, created_by, created_at,
@@ -136,16 +136,11 @@ released AS (
 scan AS (
     INSERT INTO scans (kind, parent_qr, child_qr, dispatch_area, user_id, username, repeat, created_at)
     SELECT 'unlink', :parent_qr, :child_qr, dispatch_area, :user_id, :username, false, now()
-    FROM parent WHERE EXISTS (SELECT 1 FROM released)),
-facts AS (
-    SELECT json_build_object('parent', (SELECT row_to_json(parent) FROM parent),
-                             'child', (SELECT row_to_json(child) FROM child),
-                             'unlinked', (SELECT row_to_json(unlinked) FROM unlinked),
-                             'released', (SELECT row_to_json(released) FROM released),
-                             'children', {CHILDREN.format("parent")})::text AS facts),
-{record_cte("(SELECT facts FROM facts)", "EXISTS (SELECT 1 FROM released)")}
-SELECT (SELECT fingerprint FROM prior) AS prior_fingerprint, (SELECT response FROM prior) AS prior_response,
-       (SELECT facts FROM facts) AS facts"""))
+    FROM parent WHERE EXISTS (SELECT 1 FROM released))""",
+    facts=f"""'parent', (SELECT row_to_json(parent) FROM parent), 'child', (SELECT row_to_json(child) FROM child),
+              'unlinked', (SELECT row_to_json(unlinked) FROM unlinked),
+              'released', (SELECT row_to_json(released) FROM released), 'children', {CHILDREN.format("parent")}""",
+    written="EXISTS (SELECT 1 FROM released)")
 
 
 async def parent_scan(work: UnitOfWork, *, qr: str, capacity: int, new_area: str | None, area: str | None,

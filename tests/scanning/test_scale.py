@@ -20,6 +20,7 @@ from sqlalchemy import Engine, Select, create_engine, pool, select, text
 from sqlalchemy.dialects import postgresql
 
 from services.scanning import repository as repo
+from services.scanning import scan_sql
 from services.scanning.models import Bag
 from scripts.seed import SeedRefused, seed
 from shared.migrate import upgrade
@@ -223,3 +224,41 @@ def test_service_query_stays_on_an_index_and_reads_a_bounded_number_of_rows(scal
         assert all(rows <= MAX_SORTED_ROWS for _, rows in blocking), f"unbounded {blocking}: {shown}"
     touched = rows_touched(nodes)
     assert touched <= MAX_ROWS_TOUCHED, f"read {touched:,} rows to answer: {shown}"
+
+
+def write_statements(engine: Engine) -> dict[str, tuple]:
+    """The scan writes (one statement each on PostgreSQL) with values that make each really write."""
+    with engine.connect() as conn:
+        parent, area = conn.execute(text("SELECT qr_id, dispatch_area FROM bags WHERE type = 'parent' "
+                                         "AND status = 'in_progress' ORDER BY id LIMIT 1")).one()
+        child = conn.execute(text("SELECT c.qr_id FROM bags c JOIN bags p ON p.id = c.parent_id "
+                                  "WHERE p.qr_id = :p LIMIT 1"), {"p": parent}).scalar()
+    who = dict(user_id=1, username="plan-check", idem_user=1, idem_key="plan-check", idem_fingerprint="f" * 64)
+    return {
+        "parent scan (known parent)": (scan_sql.PARENT_SCAN, dict(qr=parent, capacity=30, new_area=area, area=area, **who)),
+        "child scan (new child)": (scan_sql.CHILD_SCAN, dict(parent_qr=parent, child_qr="PLANCHECK01", area=area, **who)),
+        "unlink": (scan_sql.UNLINK, dict(parent_qr=parent, child_qr=child, area=None, own_only=False, window=3600.0,
+                                         **who)),
+    }
+
+
+@pytest.mark.parametrize("name", ["parent scan (known parent)", "child scan (new child)", "unlink"])
+def test_scan_write_statement_stays_on_indexes(scale_db, name):
+    """Each write's statement, analysed for real inside a transaction that is then rolled back."""
+    engine, _, _ = scale_db
+    statement, values = write_statements(engine)[name]
+    compiled = statement.compile(dialect=postgresql.psycopg2.dialect())
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), compiled.construct_params(values))
+        plan = cursor.fetchall()[0][0][0]["Plan"]
+    finally:
+        raw.rollback()
+        raw.close()
+    nodes = list(plan_nodes(plan))
+    shown = f"{name}\n{json.dumps(plan, indent=1)}"
+    seq = [n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in BIG_TABLES]
+    assert not seq, f"sequential scan of {seq}: {shown}"
+    assert any(n["Node Type"] == "ModifyTable" for n in nodes), f"wrote nothing: {shown}"
+    assert rows_touched(nodes) <= 200, f"read {rows_touched(nodes):,} rows to write one scan: {shown}"
