@@ -25,6 +25,7 @@ import aiohttp
 
 from bench.loadtest.accounts import Accounts, SetupFailed
 from bench.loadtest.report import CpuMeter, Stats, listening_pids, render
+from bench.loadtest.wire import Wire
 from bench.loadtest.workload import Dispatcher, Lookup, Shared
 from shared.settings import DEFAULT_AREAS
 from shared.topology import local_ports
@@ -56,10 +57,10 @@ async def run(args: argparse.Namespace) -> str:
     cap = int(os.environ.get("AUTH_MAX_DISPATCHERS_PER_AREA", "10"))
     rng = random.Random(args.seed)
     run_id = uuid.uuid4().hex[:4].upper()
-    connector = aiohttp.TCPConnector(limit=args.users + 20, limit_per_host=args.users + 20, ttl_dns_cache=300)
+    # aiohttp for set-up, clean-up and token refreshes (not measured); the users themselves speak bench.loadtest.wire.
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
-                                     skip_auto_headers=("User-Agent",)) as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=20), timeout=timeout,
+                                     cookie_jar=aiohttp.DummyCookieJar()) as http:
         accounts = Accounts(http, api, admin, run_id)
         try:
             await accounts.start()
@@ -70,13 +71,13 @@ async def run(args: argparse.Namespace) -> str:
             print(f"loadtest {run_id}: {args.users} users ({n_dispatch} scanning on {len(dispatchers)} dispatcher "
                   f"accounts, {args.users - n_dispatch} looking up on {len(lookups)} biller accounts); ramp "
                   f"{args.ramp:.0f} s, measured {args.duration:.0f} s", flush=True)
-            return await measure(args, http, api, accounts, dispatchers, lookups, rng)
+            return await measure(args, api, accounts, dispatchers, lookups, rng)
         finally:
             removed = await asyncio.shield(accounts.remove_all())
             print(f"loadtest {run_id}: removed {removed} accounts", flush=True)
 
 
-async def measure(args, http, api, accounts, dispatchers, lookups, rng) -> str:
+async def measure(args, api, accounts, dispatchers, lookups, rng) -> str:
     stats, shared = Stats(), Shared(logins=accounts.logins)
     cpu = CpuMeter(listening_pids(process_ports(args.url)))
     start = time.monotonic()
@@ -85,8 +86,8 @@ async def measure(args, http, api, accounts, dispatchers, lookups, rng) -> str:
     users = []
     for i in range(args.users):
         kind, pool = (Dispatcher, dispatchers) if i < n_dispatch else (Lookup, lookups)
-        users.append(kind(i, pool[i % len(pool)], http=http, api=api, accounts=accounts, stats=stats, shared=shared,
-                          think=args.think, stop_at=stop_at, rng=random.Random(rng.random())))
+        users.append(kind(i, pool[i % len(pool)], wire=Wire(api, CLIENT_TIMEOUT), accounts=accounts, stats=stats,
+                          shared=shared, think=args.think, stop_at=stop_at, rng=random.Random(rng.random())))
     rng.shuffle(users)
 
     async def staggered(user, delay: float) -> None:
@@ -104,6 +105,8 @@ async def measure(args, http, api, accounts, dispatchers, lookups, rng) -> str:
     await asyncio.wait(tasks, timeout=CLIENT_TIMEOUT + 5)
     for task in tasks:
         task.cancel()
+    for user in users:
+        user.wire.close()
     return render(stats, cpu, users=args.users)
 
 

@@ -14,10 +14,9 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from bench.loadtest.accounts import PASSWORD, Account, Accounts
 from bench.loadtest.report import Stats
+from bench.loadtest.wire import Wire
 
 PARENT_FORMATS = (("SB", 30), ("SB", 30), ("M444-", 15))  # 2 of 3 parents are SB, as in the seeded data
 
@@ -46,9 +45,9 @@ class Shared:
 class User:
     """One virtual user: a loop of think, act, record — until `stop_at`."""
 
-    def __init__(self, index: int, account: Account, *, http: aiohttp.ClientSession, api: str, accounts: Accounts,
-                 stats: Stats, shared: Shared, think: float, stop_at: float, rng: random.Random) -> None:
-        self.index, self.account, self.http, self.api = index, account, http, api
+    def __init__(self, index: int, account: Account, *, wire: Wire, accounts: Accounts, stats: Stats,
+                 shared: Shared, think: float, stop_at: float, rng: random.Random) -> None:
+        self.index, self.account, self.wire = index, account, wire
         self.accounts, self.stats, self.shared, self.think = accounts, stats, shared, think
         self.stop_at, self.rng = stop_at, rng
 
@@ -61,16 +60,14 @@ class User:
         sent = time.perf_counter()
         status, body = 0, None
         try:
-            async with self.http.request(method, self.api + path, json=json, params=params,
-                                         headers=self.account.headers if auth else None) as response:
-                status = response.status
-                raw = await response.read()
-                if parse and status == 200:
-                    body = jsonlib.loads(raw)
+            status, raw = await self.wire.request(method, path, body=json, params=params,
+                                                  headers=self.account.headers if auth else None)
+            if parse and status == 200:
+                body = jsonlib.loads(raw)
             outcome = str(status)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             outcome = "timeout"
-        except aiohttp.ClientError as exc:
+        except (OSError, EOFError, ValueError, asyncio.LimitOverrunError) as exc:
             outcome = type(exc).__name__
         self.stats.record(label, outcome, time.perf_counter() - sent)
         return status, body

@@ -47,3 +47,42 @@ def test_only_the_measured_window_is_recorded():
 def test_a_run_against_a_remote_address_stops_before_sending_anything(capsys):
     with pytest.raises(SystemExit):
         main(["--url", "http://203.0.113.5:8080", "--users", "1", "--duration", "1"])
+
+
+def test_the_users_client_reads_sized_and_chunked_answers_and_reconnects_after_a_close():
+    import asyncio
+
+    from bench.loadtest.wire import Wire
+
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+               b"HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+               b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+               b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"]
+    connections = []
+
+    async def main():
+        async def serve(reader, writer):
+            connections.append(writer)
+            while answers:
+                request = await reader.readuntil(b"\r\n\r\n")
+                assert request.startswith((b"GET /api/v1/x", b"POST /api/v1/x"))
+                length = int(request.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                answer = answers.pop(0)
+                writer.write(answer)
+                if b"Connection: close" in answer:
+                    writer.close()
+                    return
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        wire = Wire(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1", timeout=2)
+        try:
+            got = [await wire.request("GET", "/x"), await wire.request("POST", "/x", body={"a": 1}),
+                   await wire.request("GET", "/x", params={"q": "1"}), await wire.request("GET", "/x")]
+        finally:
+            wire.close()
+            server.close()
+        return got
+
+    assert asyncio.run(main()) == [(200, b"hello"), (409, b"abcde"), (503, b""), (204, b"")]
+    assert len(connections) == 2  # a new connection after the server said "close"
