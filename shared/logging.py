@@ -36,14 +36,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class BatchingStreamHandler(logging.StreamHandler):
-    """A stream handler that, on an event loop, writes the lines of one loop iteration in one write and one
-    flush: an access line per request would otherwise cost a write system call per request. Off the loop
-    (start-up, threads, tools) each record is written at once, as by a plain StreamHandler."""
+    """A stream handler that, on an event loop, writes what was logged in the last `every` seconds in one write
+    and one flush: an access line per request would otherwise cost a write system call per request (these are
+    dear on the machines measured). Warnings and errors, and anything logged off the loop (start-up, threads,
+    tools), are written at once, as by a plain StreamHandler."""
+
+    every = 0.05
 
     def __init__(self, stream) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -55,28 +57,27 @@ class BatchingStreamHandler(logging.StreamHandler):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None:
-            self._write(line)
+        if loop is None or record.levelno >= logging.WARNING:
+            self._pending.append(line)
+            self._drain()
             return
         self._pending.append(line)
         if len(self._pending) == 1:
-            loop.call_soon(self._drain)
+            loop.call_later(self.every, self._drain)
 
     def _drain(self) -> None:
-        lines, self._pending = self._pending, []
-        self._write("".join(lines))
-
-    def _write(self, text: str) -> None:
-        with self.lock:
+        with self.lock:  # a thread may log (and drain) while the loop's timer drains
+            lines, self._pending = self._pending, []
+            if not lines:
+                return
             try:
-                self.stream.write(text)
+                self.stream.write("".join(lines))
                 self.stream.flush()
             except Exception:
                 pass  # a closed or full stdout must never fail a request
 
     def flush(self) -> None:
-        if self._pending:
-            self._drain()
+        self._drain()
         super().flush()
 
 

@@ -35,6 +35,17 @@ class RequestContextMiddleware:
         self.app = app
         self.service = service
         self.access_log_enabled = access_log_enabled
+        self._series: dict[tuple[str, str, int], tuple] = {}  # (method, route, status) -> its metric children
+
+    def _metrics(self, method: str, template: str, status: int) -> tuple:
+        """The latency histogram and request counter of one (method, route, status): looked up once."""
+        key = (method, template, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (LATENCY.labels(self.service, method, template),
+                      REQUESTS.labels(self.service, method, template, str(status)))
+            self._series[key] = series
+        return series
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -74,8 +85,9 @@ class RequestContextMiddleware:
             # Routers set scope["route"]; a non-FastAPI handler (the gateway's proxy) sets "route_template".
             template = scope.get("route_template") or getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
-            LATENCY.labels(self.service, method, template).observe(elapsed)
-            REQUESTS.labels(self.service, method, template, str(status)).inc()
+            latency, requests = self._metrics(method, template, status)
+            latency.observe(elapsed)
+            requests.inc()
             if self.access_log_enabled and scope["path"] not in _QUIET_PATHS:
                 access_log.info(
                     "%s %s %d", method, scope["path"], status,
