@@ -1,14 +1,14 @@
 """A service's database: SQLAlchemy async engines (pool, dialect, statement compilation), built in the lifespan.
 
 Served on the event loop through async drivers: asyncpg (PostgreSQL) and aiosqlite (SQLite). Measured here
-(`bench/concurrency_model.py`, docs/performance.md): one child scan through SQLAlchemy cost 2.25 ms of server
-CPU with sync psycopg2 from a thread pool and 1.52 ms with asyncpg; psycopg2 stays for migrations and seeding.
+(`bench/concurrency_model.py`, docs/performance.md): one child scan through SQLAlchemy cost 2.28 ms of server
+CPU with sync psycopg2 from a thread pool and 1.47 ms with asyncpg; psycopg2 stays for migrations and seeding.
 
 Statements are always SQLAlchemy Core, but on PostgreSQL the hot paths — every read, and each write that is one
 statement — skip SQLAlchemy's execution layer: the statement is compiled once (SQLAlchemy's own cache key) and
-sent through the pooled asyncpg connection. Measured on one connection, a short SELECT cost 313 µs of CPU
-through `AsyncConnection.execute` and 79 µs straight through asyncpg; a checkout in autocommit mode another
-~100 µs that a plain checkout does not. Multi-statement transactions (and everything on SQLite, the laptop mode)
+sent through the pooled asyncpg connection. Measured (`bench/db_path.py`), a short SELECT on a held connection
+cost 360 µs of CPU through `AsyncConnection.execute` and 68 µs straight through asyncpg; checkout + SELECT +
+release 601 µs through SQLAlchemy in autocommit, 201 µs this way. Multi-statement transactions (and everything on SQLite, the laptop mode)
 go through SQLAlchemy as usual.
 """
 from __future__ import annotations

@@ -95,10 +95,11 @@ class Written(Generic[T]):
 class UnitOfWork:
     """What a write's rules see: its connection (and dialect), and the cache entries it touched."""
 
-    def __init__(self, conn: Conn, idempotency: Idempotency | None) -> None:
+    def __init__(self, conn: Conn, idempotency: Idempotency | None, *, one_statement: bool = False) -> None:
         self.conn = conn
         self.dialect = conn.dialect
         self.idempotency = idempotency
+        self.one_statement = one_statement  # the write must be one statement, folding its key in (autocommit)
         self.touched: set[str] = set()
         self.replayed: Any = None
 
@@ -139,7 +140,7 @@ async def run_write(db: Database, cache: Cache, action: Callable[[UnitOfWork], A
     for _ in range(ATTEMPTS):
         try:
             async with (db.one_statement() if one_statement else db.transaction()) as conn:
-                work = UnitOfWork(conn, idempotency)
+                work = UnitOfWork(conn, idempotency, one_statement=one_statement)
                 if idempotency and not one_statement:
                     prior = await _find(work, idempotency)
                     if prior is not None:
@@ -155,7 +156,7 @@ async def run_write(db: Database, cache: Cache, action: Callable[[UnitOfWork], A
         except LostRace:
             continue
         except IntegrityError as exc:
-            if idempotency and _on_idempotency_key(exc):
+            if idempotency and on_idempotency_key(exc):
                 continue  # the same request, sent twice at once, committed first: replay it next time round
             raise
         await invalidate(cache, work.touched)
@@ -181,6 +182,7 @@ def _stored_result(idempotency: Idempotency, fingerprint: str, stored: str | Non
     return json.loads(stored)
 
 
-def _on_idempotency_key(exc: IntegrityError) -> bool:
-    # PostgreSQL names the primary key (idempotent_requests_pkey); SQLite names the table's columns.
+def on_idempotency_key(exc: IntegrityError) -> bool:
+    """Whether the violation is a twin request's key record (the unit of work replays it), not the write's own.
+    PostgreSQL names the primary key (idempotent_requests_pkey); SQLite names the table's columns."""
     return "idempotent_requests" in str(exc.orig)

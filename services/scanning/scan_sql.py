@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.scanning.models import Bag, Scan
 from shared.timeutil import as_utc, utcnow
-from shared.unit_of_work import PRIOR_CTE, LostRace, UnitOfWork, record_cte
+from shared.unit_of_work import PRIOR_CTE, LostRace, UnitOfWork, on_idempotency_key, record_cte
 
 bags, scans = Bag.__table__, Scan.__table__
 BAG = "id, qr_id, type, status, dispatch_area, capacity, child_count, created_by, created_at"
@@ -147,7 +147,7 @@ async def parent_scan(work: UnitOfWork, *, qr: str, capacity: int, new_area: str
                       user_id: int, username: str) -> dict | None:
     """Select (or create, in `new_area`) a parent and write a scan row. None: the facts are a replay."""
     params = dict(qr=qr, capacity=capacity, new_area=new_area, area=area, user_id=user_id, username=username)
-    if work.dialect == "postgresql":
+    if work.one_statement:
         return await _one_statement(work, PARENT_SCAN, params)
     found = await _bag(work, bags.c.qr_id == qr, bags.c.type == "parent")
     facts = {"found": found, "created": None, "children": await _children(work, found)}
@@ -167,7 +167,7 @@ async def child_scan(work: UnitOfWork, *, parent_qr: str, child_qr: str, area: s
     """Link a child (created if new) to a parent with room, counting it, with a scan row; a repeat on the same
     parent writes only its scan row. None: the facts are a replay."""
     params = dict(parent_qr=parent_qr, child_qr=child_qr, area=area, user_id=user_id, username=username)
-    if work.dialect == "postgresql":
+    if work.one_statement:
         return await _one_statement(work, CHILD_SCAN, params)
     parent = await _bag(work, bags.c.qr_id == parent_qr, bags.c.type == "parent")
     child = await _child(work, child_qr)
@@ -206,7 +206,7 @@ async def unlink(work: UnitOfWork, *, parent_qr: str, child_qr: str, area: str |
     row. None: the facts are a replay."""
     params = dict(parent_qr=parent_qr, child_qr=child_qr, area=area, own_only=own_only, window=float(window),
                   user_id=user_id, username=username)
-    if work.dialect == "postgresql":
+    if work.one_statement:
         return await _one_statement(work, UNLINK, params)
     parent = await _bag(work, bags.c.qr_id == parent_qr)
     row = await work.row(select(*(bags.c[c] for c in BAG_COLUMNS), bags.c.parent_id, bags.c.linked_by,
@@ -243,7 +243,7 @@ async def _one_statement(work: UnitOfWork, statement, params: dict[str, Any]) ->
     try:
         row = await work.row(statement, {**params, **work.idempotency_params()})
     except IntegrityError as exc:
-        if "idempotent_requests" in str(exc.orig):
+        if on_idempotency_key(exc):
             raise  # the same key written at this moment by a twin request: the unit of work replays it
         raise LostRace from exc  # a concurrent write got in after our snapshot (capacity, a deleted parent)
     if work.replay(row["prior_fingerprint"], row["prior_response"]) is not None:
