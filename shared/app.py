@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from fastapi import APIRouter, FastAPI, Request
 
 from shared.cache import create_cache
-from shared.db import Database
+from shared.db import Database, install_database_error_handlers
 from shared.errors import install_error_handlers
 from shared.health import LivenessFastPath, ReadyCheck, dependency_readiness
 from shared.health import router as ops_router
@@ -114,6 +114,7 @@ def create_service_app(
     app.state.settings = settings
     app.state.readiness = readiness or dependency_readiness
     install_error_handlers(app)
+    install_database_error_handlers(app)
     if front is not None:
         app.add_middleware(PrefixRoute, prefix=front[0], handler=front[1])
     app.add_middleware(LivenessFastPath)

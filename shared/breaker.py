@@ -1,117 +1,172 @@
-"""pybreaker's state machine, used so that the guarded I/O never runs inside its lock.
+"""The project's one circuit breaker: a failure rate over a minimum volume, with a few half-open probes.
 
-pybreaker 1.4.1 `CircuitBreaker.call()` holds a threading.RLock for the whole wrapped call, which lets
-one request at a time reach an upstream, and it counts an un-awaited coroutine as a success
-(docs/performance.md). Here the lock is held only for the microseconds it takes to ask "may I call?"
-and to record the outcome; the awaited call itself runs unlocked, so calls overlap freely.
+Used by every client to another service (shared.http) and by each service for its own database (shared.db).
+What counts as a failure is decided by the caller *before* the breaker is told (shared.http: connection
+errors, timeouts, 502/503/504 that do not name a dependency; shared.db: cannot connect, connection lost), so
+nothing a single client can provoke with its own requests — a 4xx, a 500 from a bug — ever opens it.
+
+The rule (README, "Circuit breakers", argues it against Envoy's and resilience4j's defaults):
+- closed -> open when, over the last `window` seconds, at least `min_calls` calls finished and at least
+  `failure_rate` of them failed. A rate, not a run of consecutive failures: at 400 req/s to one upstream
+  "5 in a row" is a 12 ms hiccup (say five pooled connections reset together by a restart), and opening
+  on it would refuse some 4,000 requests for the next 10 s.
+- open -> half-open after `reset_timeout` seconds; half-open admits `probes` calls at a time, closes after
+  `probes` successes, and opens again (for another `reset_timeout`) on any probe's failure.
+
+Why not pybreaker, which the project started with: its `call()` holds a threading.RLock for the whole
+wrapped call, so an awaited call serialises every caller (tests/shared/test_breaker.py's trap tests keep
+that measured), it counts consecutive failures only, and admission and outcome cannot be separated
+through its public API — the earlier adapter reached into its private state to do that.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Callable
 
-import pybreaker
-from pybreaker import STATE_CLOSED, STATE_OPEN, CircuitBreakerError
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
-T = TypeVar("T")
-
-__all__ = ["AsyncCircuitBreaker", "CircuitBreakerError"]
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "CircuitOpen"]
 
 
-class AsyncCircuitBreaker:
-    """Opens after `fail_max` consecutive failures; after `reset_timeout` s lets one trial call through."""
+class CircuitOpen(Exception):
+    """The breaker refused the call without trying it; `retry_after` is when it will next let one through."""
 
-    def __init__(self, name: str, *, fail_max: int = 5, reset_timeout: float = 10.0,
-                 on_state_change: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, name: str, state: str, retry_after: float) -> None:
+        super().__init__(f"circuit {name!r} is {state}")
+        self.retry_after = retry_after
+
+
+class CircuitBreaker:
+    """Admission (`before_call`) and outcome (`record_success` / `record_failure` / `record_cancelled`) are
+    separate calls, each a few microseconds under a lock, so the guarded I/O itself runs unlocked and
+    overlaps freely. `guard()` wraps them for code that counts every exception as a failure."""
+
+    def __init__(self, name: str, *, window: float = 10.0, min_calls: int = 20, failure_rate: float = 0.5,
+                 reset_timeout: float = 10.0, probes: int = 3,
+                 on_state_change: Callable[[str, str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 < failure_rate <= 1:
+            raise ValueError("failure_rate must be in (0, 1]")
         self.name = name
-        self._cb = pybreaker.CircuitBreaker(fail_max=fail_max, reset_timeout=reset_timeout, name=name)
+        self.min_calls, self.failure_rate = max(1, min_calls), failure_rate
+        self.reset_timeout, self.probes = reset_timeout, max(1, probes)
+        self._on_state_change = on_state_change
+        self._clock = clock
         self._lock = threading.Lock()
-        self._trial_in_flight = False
-        if on_state_change:
-            self._cb.add_listener(_StateListener(on_state_change))
+        # The window as one-second buckets: [calls, failures] per second, oldest dropped as time moves on.
+        self._buckets = max(1, round(window))
+        self._calls = [0] * self._buckets
+        self._failures = [0] * self._buckets
+        self._bucket_second = int(clock())
+        self._state = CLOSED
+        self._opened_at = 0.0
+        self._probes_in_flight = 0
+        self._probe_successes = 0
 
     @property
     def state(self) -> str:
-        return self._cb.current_state
-
-    @property
-    def fail_counter(self) -> int:
-        return self._cb.fail_counter
-
-    @property
-    def reset_timeout(self) -> float:
-        return self._cb.reset_timeout
+        """closed, open or half-open; an open breaker whose timeout has passed reads as half-open."""
+        if self._state == OPEN and self.seconds_until_retry() == 0:
+            return HALF_OPEN
+        return self._state
 
     def seconds_until_retry(self) -> float:
-        opened_at = self._cb._state_storage.opened_at
-        if self.state != STATE_OPEN or opened_at is None:
+        if self._state != OPEN:
             return 0.0
-        remaining = (opened_at + timedelta(seconds=self._cb.reset_timeout)) - datetime.now(UTC)
-        return max(0.0, remaining.total_seconds())
+        return max(0.0, self._opened_at + self.reset_timeout - self._clock())
+
+    def window_counts(self) -> tuple[int, int]:
+        """(calls, failures) recorded over the current window."""
+        with self._lock:
+            self._roll()
+            return sum(self._calls), sum(self._failures)
 
     def before_call(self) -> None:
-        """Raise CircuitBreakerError when the circuit refuses calls; otherwise admit this one."""
+        """Admit this call, or raise CircuitOpen at once."""
         with self._lock:
-            state = self._cb.current_state
-            if state == STATE_CLOSED:
+            if self._state == CLOSED:
                 return
-            if state == STATE_OPEN:
-                if self.seconds_until_retry() > 0:
-                    raise CircuitBreakerError(f"circuit {self.name!r} is open")
-                self._cb.half_open()
-                self._trial_in_flight = True
-                return
-            # half-open: exactly one trial call at a time decides whether to close again.
-            if self._trial_in_flight:
-                raise CircuitBreakerError(f"circuit {self.name!r} is half-open; a trial call is in flight")
-            self._trial_in_flight = True
+            if self._state == OPEN:
+                remaining = self._opened_at + self.reset_timeout - self._clock()
+                if remaining > 0:
+                    raise CircuitOpen(self.name, OPEN, remaining)
+                self._transition(HALF_OPEN)
+            if self._probes_in_flight + self._probe_successes >= self.probes:
+                raise CircuitOpen(self.name, HALF_OPEN, 1.0)
+            self._probes_in_flight += 1
 
     def record_success(self) -> None:
         with self._lock:
-            self._trial_in_flight = False
-            self._cb.state._handle_success()
+            if self._state == HALF_OPEN:
+                self._probes_in_flight = max(0, self._probes_in_flight - 1)
+                self._probe_successes += 1
+                if self._probe_successes >= self.probes:
+                    self._transition(CLOSED)
+                return
+            self._count(failed=False)
 
-    def record_failure(self, exc: BaseException) -> None:
+    def record_failure(self) -> None:
         with self._lock:
-            self._trial_in_flight = False
-            try:
-                self._cb.state._handle_error(exc, reraise=False)
-            except BaseException:  # pybreaker signals "just opened" by raising; the caller raises its own.
-                pass
+            if self._state == HALF_OPEN:
+                self._transition(OPEN)
+                return
+            if self._state == OPEN:  # a call admitted before the breaker opened, finishing late
+                return
+            self._count(failed=True)
+            calls, failures = sum(self._calls), sum(self._failures)
+            if calls >= self.min_calls and failures >= self.failure_rate * calls:
+                self._transition(OPEN)
 
     def record_cancelled(self) -> None:
-        """The caller gave up: free a half-open trial slot and record nothing about the upstream."""
+        """The caller gave up: free a probe slot and say nothing about the upstream's health."""
         with self._lock:
-            self._trial_in_flight = False
-
-    async def call(self, func: Callable[..., Awaitable[T]], *args, **kwargs) -> T:
-        """Await func(*args) under the breaker: any exception it raises counts as a failure."""
-        async with self.guard():
-            return await func(*args, **kwargs)
+            if self._state == HALF_OPEN:
+                self._probes_in_flight = max(0, self._probes_in_flight - 1)
 
     @asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
+        """Admit, run the block, record: any exception from the block is a failure (cancellation is not)."""
         self.before_call()
         try:
             yield
         except asyncio.CancelledError:
-            # The caller went away; that says nothing about the upstream's health.
             self.record_cancelled()
             raise
-        except BaseException as exc:
-            self.record_failure(exc)
+        except Exception:
+            self.record_failure()
             raise
         else:
             self.record_success()
 
+    # -- internals: called with the lock held ----------------------------------------------------------
 
-class _StateListener(pybreaker.CircuitBreakerListener):
-    def __init__(self, callback: Callable[[str, str], None]) -> None:
-        self._callback = callback
+    def _roll(self) -> None:
+        now = int(self._clock())
+        elapsed = now - self._bucket_second
+        if elapsed <= 0:
+            return
+        for step in range(1, min(elapsed, self._buckets) + 1):
+            index = (self._bucket_second + step) % self._buckets
+            self._calls[index] = self._failures[index] = 0
+        self._bucket_second = now
 
-    def state_change(self, cb, old_state, new_state) -> None:
-        self._callback(old_state.name if old_state else STATE_CLOSED, new_state.name)
+    def _count(self, *, failed: bool) -> None:
+        self._roll()
+        index = self._bucket_second % self._buckets
+        self._calls[index] += 1
+        if failed:
+            self._failures[index] += 1
 
+    def _transition(self, new: str) -> None:
+        old, self._state = self._state, new
+        self._probes_in_flight = self._probe_successes = 0
+        if new == OPEN:
+            self._opened_at = self._clock()
+        if new in (OPEN, CLOSED):  # a fresh window: what happened before the outage says nothing now
+            self._calls = [0] * self._buckets
+            self._failures = [0] * self._buckets
+        if self._on_state_change and old != new:
+            self._on_state_change(old, new)

@@ -13,6 +13,7 @@ go through SQLAlchemy as usual.
 """
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, Sequence
@@ -20,15 +21,21 @@ from typing import Any, AsyncIterator, Mapping, Sequence
 import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util.concurrency import greenlet_spawn
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import Select
 
-from shared.errors import ServiceUnavailable
+from shared.breaker import CircuitBreaker, CircuitOpen
+from shared.errors import DependencyUnavailable, ServiceUnavailable, problem_response
 from shared.settings import ServiceSettings
+
+log = logging.getLogger("bagtrack.db")
 
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
 _COMPILED_CACHE_SIZE = 1000
@@ -40,10 +47,70 @@ _CONNECTION_LOST = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exce
 Row = Mapping[str, Any]
 
 
-class DatabaseUnavailable(ServiceUnavailable):
-    """503: the service's own database cannot be reached (down, restarting, refusing connections)."""
+# SQLSTATEs of a statement that lost to another transaction: rolled back by the server, safe to run again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+_STATEMENT_TIMEOUT = "57014"  # query_canceled (statement_timeout)
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    """503: the service's own database cannot be reached (down, restarting, refusing connections).
+
+    It names the database in X-Dependency-Failure: the service itself is well (cached reads still answer), so
+    the gateway's breaker for the service must not open on it."""
 
     slug = "database-unavailable"
+
+    def __init__(self, detail: str = "database unavailable", *, retry_after: int = 2) -> None:
+        super().__init__(detail, dependency="database", retry_after=retry_after)
+
+
+class DatabaseTimeout(DatabaseUnavailable):
+    """503: a statement ran past statement_timeout (the database is slow, or the query is)."""
+
+    slug = "database-timeout"
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """503: every pooled connection stayed busy for db_pool_timeout — this replica is overloaded. No
+    X-Dependency-Failure: an overloaded service is what its callers' breakers are for."""
+
+    slug = "database-busy"
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The PostgreSQL error code behind a (wrapped) driver error, if any."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def install_database_error_handlers(app: FastAPI) -> None:
+    """What each database failure answers, and how loudly it is logged: each kind separately, so an SRE can
+    tell "cannot connect" from a slow statement, a deadlock or a full pool."""
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _pool(_: Request, exc: PoolTimeoutError) -> JSONResponse:
+        log.error("database pool exhausted (503 database-busy): %s", exc)
+        return _answer(DatabaseBusy("database busy, retry shortly", retry_after=1))
+
+    @app.exception_handler(DBAPIError)
+    async def _dbapi(_: Request, exc: DBAPIError) -> JSONResponse:
+        code = sqlstate(exc)
+        if code == _STATEMENT_TIMEOUT:
+            log.error("statement timeout (503 database-timeout): %s", exc.orig)
+            return _answer(DatabaseTimeout("the database did not finish in time; retry shortly", retry_after=1))
+        if code in RETRYABLE_SQLSTATES:
+            # The unit of work re-runs these; reaching here means a read, or three lost rounds in a row.
+            log.error("deadlock or serialization failure (503 database-conflict): %s", exc.orig)
+            return _answer(ServiceUnavailable("conflicting concurrent changes; retry", retry_after=1,
+                                              slug="database-conflict"))
+        if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+            log.error("database unavailable (503 database-unavailable): %s", exc.orig)
+            return _answer(DatabaseUnavailable())
+        raise exc  # a bug: RequestContextMiddleware logs it and answers the one 500
+
+
+def _answer(problem: ServiceUnavailable) -> JSONResponse:
+    return problem_response(problem.status, problem.detail, slug=problem.slug, headers=problem.headers)
 
 
 def async_url(url: str) -> str:
@@ -149,11 +216,10 @@ class Conn:
             return await call(sql, *args)
         except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
             raise IntegrityError(sql, args, exc) from exc
-        except asyncpg.exceptions.QueryCanceledError as exc:  # statement_timeout
-            raise OperationalError(sql, args, exc) from exc
         except _CONNECTION_LOST as exc:
             await greenlet_spawn(self._pooled.invalidate)  # the pool replaces it instead of handing it out again
-            raise DatabaseUnavailable("database unavailable") from exc
+            log.error("database connection lost (503 database-unavailable): %s", exc)
+            raise DatabaseUnavailable() from exc
         except asyncpg.exceptions.PostgresError as exc:
             raise DBAPIError(sql, args, exc) from exc
 
@@ -176,6 +242,16 @@ class Database:
         self._one_statement = self.engine if self._direct else self.engine.execution_options(
             isolation_level="AUTOCOMMIT")
         self._compiled: dict[Any, Any] = {}
+        # Fails fast while the database is unreachable: after enough "cannot connect / connection lost" in a
+        # row of recent checkouts, every checkout answers 503 at once instead of waiting on a connect timeout.
+        self.breaker = CircuitBreaker(
+            f"{settings.service_name}-database", window=10, min_calls=settings.db_breaker_min_calls,
+            failure_rate=0.5, reset_timeout=settings.db_breaker_reset_timeout, probes=1,
+            on_state_change=lambda old, new: log.warning("database breaker: %s -> %s", old, new))
+        # Readiness pings on a connection of its own: a replica whose request pool is saturated is busy, not
+        # broken, and must stay in its load balancer (one pinged through the pool would time out and be pulled).
+        self._ping_engine = create_db_engine(settings.database_url, service=f"{settings.service_name}-ready",
+                                             pool_size=1, max_overflow=0, pool_timeout=settings.ready_timeout)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
@@ -216,32 +292,67 @@ class Database:
         return sql, [processors[name](values[name]) if name in processors else values[name] for name in names]
 
     async def ping(self) -> None:
-        """Raise if the primary database does not answer a trivial query."""
-        async with self._checkout(self.engine, direct=False) as conn:
-            await conn.sa.execute(text("SELECT 1"))
+        """Raise if the primary database does not answer a trivial query (on the ping's own connection)."""
+        try:
+            async with self._ping_engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            if exc.connection_invalidated:  # the server restarted since the last ping: one fresh try
+                async with self._ping_engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            else:
+                raise
 
     async def dispose(self) -> None:
+        await self._ping_engine.dispose()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
 
     @asynccontextmanager
     async def _checkout(self, engine: AsyncEngine, *, direct: bool) -> AsyncIterator[Conn]:
-        """A pooled connection; "cannot connect at all" (refused, unreachable, timed out) is a clean 503.
+        """A pooled connection; "cannot connect at all" (refused, unreachable, timed out) is a clean 503, and
+        an open breaker answers it without trying.
 
         A direct one is the pool's own connection (no SQLAlchemy Connection around it: ~100 µs less a checkout);
         asyncpg runs each of its statements in autocommit, and nothing ever begins a transaction on it."""
+        breaker = self.breaker
+        try:
+            breaker.before_call()
+        except CircuitOpen as exc:
+            raise DatabaseUnavailable("database unavailable (circuit open)", retry_after=max(1, round(exc.retry_after)))
         try:
             handle = await (engine.raw_connection() if direct else engine.connect())
+        except PoolTimeoutError:
+            breaker.record_cancelled()  # busy, not broken: says nothing about the database
+            raise
         except (OSError, TimeoutError, OperationalError, InterfaceError) as exc:
-            raise DatabaseUnavailable("database unavailable") from exc
+            breaker.record_failure()
+            log.error("cannot connect to the database (503 database-unavailable): %s", exc)
+            raise DatabaseUnavailable() from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
-                raise DatabaseUnavailable("database unavailable") from exc
+                breaker.record_failure()
+                raise DatabaseUnavailable() from exc
+            breaker.record_cancelled()
             raise
+        except BaseException:
+            breaker.record_cancelled()
+            raise
+        lost = False
         try:
             yield Conn(self, pooled=handle) if direct else Conn(self, sa=handle)
+        except DatabaseUnavailable:
+            lost = True
+            raise
+        except DBAPIError as exc:
+            lost = exc.connection_invalidated
+            raise
         finally:
+            if lost:
+                breaker.record_failure()
+            else:
+                breaker.record_success()  # the database answered (an IntegrityError is an answer too)
             if direct:
                 await greenlet_spawn(handle.close)
             else:

@@ -8,8 +8,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.logging import request_id_var
@@ -139,15 +137,3 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
         return problem_response(422, f"{where}: {first['msg']}", slug="validation-error", errors=errors)
-
-    @app.exception_handler(PoolTimeoutError)
-    async def _pool(_: Request, exc: PoolTimeoutError) -> JSONResponse:
-        log.warning("database pool exhausted: %s", exc)
-        return problem_response(503, "database busy, retry shortly", slug="database-busy", headers={"Retry-After": "1"})
-
-    @app.exception_handler(DBAPIError)
-    async def _dbapi(_: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated or isinstance(exc, OperationalError):
-            log.warning("database unavailable: %s", exc.orig)
-            return problem_response(503, "database unavailable", slug="database-unavailable", headers={"Retry-After": "2"})
-        raise exc  # a bug: RequestContextMiddleware logs it and answers the one 500

@@ -35,14 +35,26 @@ class LivenessFastPath:
 
 
 async def dependency_readiness(request: Request) -> tuple[bool, dict]:
-    """Ready unless a critical dependency (the database) fails its ping within the timeout. The cache is
-    reported but not critical: without Redis the service still serves (cache bypassed)."""
+    """Ready while the process can take requests; the database and cache are pinged (each on a connection of
+    its own, never the request pool's) and reported, with the database's breaker.
+
+    A dead database answers 200 with status "degraded", not 503: every replica shares that database, so
+    failing readiness would pull all of them out of their load balancer and turn "the database is down" into
+    "the service is gone" — while cached lookups could still be answered, and writes get a fast 503 from the
+    database breaker. `?strict=true` answers 503 instead, for deploy checks that need everything up.
+    """
     app = request.app
     timeout = app.state.settings.ready_timeout
     checks = app.state.ready_checks
     results = await asyncio.gather(*(_run_check(ping, timeout) for _, ping, _ in checks))
-    ok = all(result == "ok" for (_, _, critical), result in zip(checks, results) if critical)
-    return ok, {"status": "ready" if ok else "not_ready", "checks": {name: r for (name, _, _), r in zip(checks, results)}}
+    healthy = all(result == "ok" for (_, _, critical), result in zip(checks, results) if critical)
+    body = {"status": "ready" if healthy else "degraded",
+            "checks": {name: r for (name, _, _), r in zip(checks, results)}}
+    db = getattr(app.state, "db", None)
+    if db is not None:
+        body["database_breaker"] = db.breaker.state
+    strict = request.query_params.get("strict", "").lower() in ("1", "true", "yes")
+    return healthy or not strict, body
 
 
 async def _run_check(ping: Callable[[], Awaitable[None]], timeout: float) -> str:

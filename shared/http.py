@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 
-from shared.breaker import AsyncCircuitBreaker, CircuitBreakerError
+from shared.breaker import CircuitBreaker, CircuitOpen
 from shared.errors import DEPENDENCY_FAILURE_HEADER, DependencyUnavailable, ProblemError
 from shared.logging import request_id_var
 from shared.metrics import BREAKER_STATE, UPSTREAM_LATENCY
@@ -24,6 +24,10 @@ from shared.metrics import BREAKER_STATE, UPSTREAM_LATENCY
 log = logging.getLogger("bagtrack.http")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The answers that say the upstream itself is sick (overloaded, or a proxy in front of it found nothing) —
+# unless it names a dependency of its own in X-Dependency-Failure: then the upstream is well and says so.
+# A 500 is a bug one request can trigger (a NUL byte once did): logged and alerted on, never an outage.
+SICK_STATUSES = frozenset({502, 503, 504})
 
 
 class UpstreamUnavailable(DependencyUnavailable):
@@ -38,10 +42,6 @@ class UpstreamTimeout(ProblemError):
 
     def __init__(self, detail: str, *, upstream: str) -> None:
         super().__init__(detail, headers={DEPENDENCY_FAILURE_HEADER: upstream})
-
-
-class UpstreamFailure(Exception):
-    """An upstream answered 5xx: a failure for the breaker, though the response is still passed on."""
 
 
 @dataclass
@@ -66,8 +66,7 @@ class ResilientClient:
         timeout: float = 5.0,
         connect_timeout: float = 1.0,
         max_connections: int = 200,
-        fail_max: int = 5,
-        reset_timeout: float = 10.0,
+        breaker: dict | None = None,
         retries: int = 1,
     ) -> None:
         self.name = name
@@ -77,8 +76,8 @@ class ResilientClient:
         self.max_connections = max_connections
         self.retries = retries
         gauge = BREAKER_STATE.labels(service, name)
-        self.breaker = AsyncCircuitBreaker(
-            name, fail_max=fail_max, reset_timeout=reset_timeout,
+        self.breaker = CircuitBreaker(
+            name, **(breaker or {}),
             on_state_change=lambda old, new: (gauge.set(0 if new == "closed" else 1),
                                               log.warning("breaker %s: %s -> %s", name, old, new)),
         )
@@ -89,7 +88,7 @@ class ResilientClient:
         """The client to `name` that a process's settings describe (timeouts, pool size, breaker)."""
         return cls(name, base_url, service=settings.service_name, timeout=settings.upstream_timeout,
                    connect_timeout=settings.connect_timeout, max_connections=settings.max_connections,
-                   fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_timeout)
+                   breaker=settings.breaker_options())
 
     async def start(self) -> None:
         if self._session is None:
@@ -139,16 +138,15 @@ class ResilientClient:
             for attempt in range(attempts):
                 try:
                     self.breaker.before_call()
-                except CircuitBreakerError:
+                except CircuitOpen as exc:
                     outcome = "breaker_open"
-                    retry_after = max(1, round(self.breaker.seconds_until_retry()))
                     raise UpstreamUnavailable(f"{self.name} is unavailable (circuit open)", upstream=self.name,
-                                              retry_after=retry_after)
+                                              retry_after=max(1, round(exc.retry_after))) from None
                 try:
                     response = await self._session.request(method, url, headers=outgoing, params=params, data=data,
                                                            allow_redirects=False)
                 except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-                    self.breaker.record_failure(exc)
+                    self.breaker.record_failure()
                     # A connect timeout means "unreachable" (503, retryable), not "slow to answer" (504).
                     if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
                         outcome = "timeout"
@@ -163,8 +161,8 @@ class ResilientClient:
                     # and close a half-open breaker on a call that never finished.
                     self.breaker.record_cancelled()
                     raise
-                if response.status >= 500 and DEPENDENCY_FAILURE_HEADER not in response.headers:
-                    self.breaker.record_failure(UpstreamFailure(response.status))
+                if response.status in SICK_STATUSES and DEPENDENCY_FAILURE_HEADER not in response.headers:
+                    self.breaker.record_failure()
                 else:
                     self.breaker.record_success()
                 outcome = str(response.status // 100) + "xx"

@@ -46,10 +46,21 @@ class CommonSettings(BaseSettings):
     # Every client to another service (shared.http.ResilientClient): connect budget, pool, breaker.
     connect_timeout: float = Field(1.0, gt=0, le=30)
     max_connections: int = Field(200, ge=1, le=10_000)  # per upstream
-    breaker_fail_max: int = Field(5, ge=1)
+    # The breaker (shared.breaker): opens when >= breaker_failure_rate of >= breaker_min_calls calls in the last
+    # breaker_window seconds failed; after breaker_reset_timeout s, breaker_probes trial calls decide.
+    breaker_window: float = Field(10.0, ge=1, le=300)
+    breaker_min_calls: int = Field(20, ge=1)
+    breaker_failure_rate: float = Field(0.5, gt=0, le=1)
     breaker_reset_timeout: float = Field(10.0, gt=0)
+    breaker_probes: int = Field(3, ge=1)
     verified_tokens_max: int = Field(50_000, ge=0)  # 0 disables remembering verified tokens
     dispatch_areas: str = Field(DEFAULT_AREAS, validation_alias=_env("DISPATCH_AREAS"))
+
+    def breaker_options(self) -> dict:
+        """Keyword arguments for shared.breaker.CircuitBreaker."""
+        return dict(window=self.breaker_window, min_calls=self.breaker_min_calls,
+                    failure_rate=self.breaker_failure_rate, reset_timeout=self.breaker_reset_timeout,
+                    probes=self.breaker_probes)
 
     @property
     def areas(self) -> tuple[str, ...]:
@@ -82,6 +93,10 @@ class ServiceSettings(CommonSettings):
     db_max_overflow: int = Field(0, ge=0, le=100)
     db_pool_timeout: float = Field(2.0, gt=0, le=30)
     db_statement_timeout_ms: int = Field(10_000, ge=0)
+    # The service's breaker on its own database (shared.db): open after half of >= db_breaker_min_calls checkouts
+    # in 10 s could not connect (or lost the connection); one probe after db_breaker_reset_timeout seconds.
+    db_breaker_min_calls: int = Field(5, ge=1)
+    db_breaker_reset_timeout: float = Field(5.0, gt=0, le=300)
 
     @model_validator(mode="after")
     def _resolve_database_url(self) -> "ServiceSettings":

@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, SmallInteger, String, Table, Text, delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from shared.cache import Cache, invalidate
-from shared.db import Conn, Database, Row
+from shared.db import RETRYABLE_SQLSTATES, Conn, Database, Row, sqlstate
 from shared.errors import ProblemError, ServiceUnavailable
 from shared.timeutil import utcnow
+
+log = logging.getLogger("bagtrack.unit_of_work")
 
 T = TypeVar("T")
 ATTEMPTS = 3  # a write that loses a race twice in a row is contended; the third time it answers 503
@@ -155,7 +158,12 @@ async def run_write(db: Database, cache: Cache, action: Callable[[UnitOfWork], A
             # The block committed when it ended (a raise inside it rolls back instead).
         except LostRace:
             continue
-        except IntegrityError as exc:
+        except DBAPIError as exc:
+            if sqlstate(exc) in RETRYABLE_SQLSTATES:  # a deadlock victim, rolled back by the server: run again
+                log.warning("write re-run after %s", type(getattr(exc, "orig", exc)).__name__)
+                continue
+            if not isinstance(exc, IntegrityError):
+                raise
             if idempotency and on_idempotency_key(exc):
                 continue  # the same request, sent twice at once, committed first: replay it next time round
             raise

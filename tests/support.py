@@ -1,8 +1,10 @@
 """What the suites need from this machine: PostgreSQL and Redis, found or (without CI) skipped with a reason."""
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import threading
 from contextlib import closing, contextmanager
 from typing import Iterator
 
@@ -70,3 +72,60 @@ def db_session(app) -> Iterator[Session]:
             yield session
     finally:
         engine.dispose()
+
+
+class TcpProxy:
+    """A loopback TCP proxy to a real server that a test can stop (refuse and cut every connection, like a
+    database that went down) and start again on the same port. Runs its own event loop in a thread."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._server = None
+        self._writers: set = set()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def start(self) -> "TcpProxy":
+        async def pipe(reader, writer) -> None:
+            try:
+                while chunk := await reader.read(65536):
+                    writer.write(chunk)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(client_reader, client_writer) -> None:
+            try:
+                server_reader, server_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                client_writer.close()
+                return
+            self._writers.update((client_writer, server_writer))
+            await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+            self._writers.difference_update((client_writer, server_writer))
+
+        async def listen() -> None:
+            self._server = await asyncio.start_server(handle, "127.0.0.1", self.port, reuse_address=True)
+
+        self._run(listen())
+        return self
+
+    def stop(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        async def shut() -> None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
+
+        self._run(shut())
+
+    def close(self) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)

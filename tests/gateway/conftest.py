@@ -93,6 +93,7 @@ def start_gateway(fake_upstream, dead_url, tmp_path_factory):
                    "DASHBOARD_URL": fake_upstream.url, "BILLING_URL": dead_url,
                    "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE, "UPSTREAM_TIMEOUT": "1",
                    "GATEWAY_MAX_BODY_BYTES": "4096", "GATEWAY_READY_TIMEOUT": "0.5",
+                   "GATEWAY_BREAKER_MIN_CALLS": "5",
                    "LOG_LEVEL": "WARNING", "ACCESS_LOG": "false", **overrides}
             log_path = tmp_path_factory.mktemp("logs") / "gateway.log"
             return stack.enter_context(running("gateway.app:create_app", env, log_path))

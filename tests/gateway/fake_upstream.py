@@ -1,7 +1,7 @@
 """A stand-in for every upstream service, run as a real uvicorn process by the gateway tests.
 
 Serves auth's JWKS (from FAKE_JWKS), /ready, and a catch-all that echoes the request; a path ending in
-/slow sleeps, /fail answers 500, /big streams ?size= bytes, /drip sends one chunk and waits for /control/release.
+/slow sleeps, /fail answers 500, /sick 503, /big streams ?size= bytes, /drip sends one chunk and waits for /control/release.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def create_app() -> FastAPI:
             await asyncio.sleep(float(request.query_params.get("seconds", "5")))
         elif action == "fail":
             return JSONResponse({"detail": "upstream exploded"}, status_code=500)
+        elif action == "sick":
+            return JSONResponse({"detail": "overloaded"}, status_code=503, headers={"Retry-After": "1"})
         elif action == "big":
             return StreamingResponse(_chunks(int(request.query_params["size"])), media_type="text/csv")
         elif action == "drip":

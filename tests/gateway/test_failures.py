@@ -51,14 +51,23 @@ def test_breaker_opens_on_an_unreachable_upstream_and_then_refuses_at_once(clien
     assert client.get("/api/v1/bags", headers=auth).status_code == 200  # other upstreams unaffected
 
 
-def test_breaker_opens_on_5xx_then_half_opens_and_closes(start_gateway, auth):
-    gateway = start_gateway(GATEWAY_BREAKER_FAIL_MAX="3", GATEWAY_BREAKER_RESET_TIMEOUT="1")
+def test_poisoned_requests_never_open_a_breaker(client, auth):
+    """50 requests that make an upstream answer 500 (a bug one client can trigger, as a NUL byte once did)
+    leave it reachable for everyone else."""
+    assert {client.get("/api/v1/dashboard/stats/fail", headers=auth).status_code for _ in range(50)} == {500}
+    assert client.get("/api/v1/dashboard/stats", headers=auth).status_code == 200
+    assert client.get("/ready").json()["upstreams"]["dashboard"]["breaker"] == "closed"
+
+
+def test_breaker_opens_on_the_upstreams_own_503s_then_half_opens_and_closes(start_gateway, auth):
+    gateway = start_gateway(GATEWAY_BREAKER_MIN_CALLS="3", GATEWAY_BREAKER_RESET_TIMEOUT="1",
+                            GATEWAY_BREAKER_PROBES="1")
     with httpx.Client(base_url=gateway.url, timeout=10) as http:
-        assert [http.get("/api/v1/dashboard/stats/fail", headers=auth).status_code for _ in range(3)] == [500] * 3
+        assert [http.get("/api/v1/dashboard/stats/sick", headers=auth).status_code for _ in range(3)] == [503] * 3
         refused = http.get("/api/v1/dashboard/stats", headers=auth)
         assert refused.status_code == 503 and "circuit open" in refused.json()["detail"]
         assert http.get("/api/v1/bags", headers=auth).status_code == 200
-        time.sleep(1.1)  # reset_timeout: the next call is the half-open trial
+        time.sleep(1.1)  # reset_timeout: the next call is the half-open probe
         assert http.get("/api/v1/dashboard/stats", headers=auth).status_code == 200
         assert http.get("/ready").json()["upstreams"]["dashboard"]["breaker"] == "closed"
         assert http.get("/api/v1/dashboard/stats", headers=auth).status_code == 200

@@ -1,10 +1,14 @@
 """Parallel scans from real threads; the database is checked afterwards, not just the answers."""
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
 from services.scanning.models import Bag, Scan
-from tests.scanning.conftest import JAIPUR, JAIPUR_2
+from services.scanning.writes import cache_key
+from tests.scanning.conftest import ADMIN, AKOLA, JAIPUR, JAIPUR_2
 from tests.support import db_session
 
 
@@ -61,3 +65,93 @@ def test_the_same_new_parent_scanned_at_once_is_created_once(api):
     assert sum(r.json()["created"] for r in responses) == 1
     with db_session(api.app) as session:
         assert session.scalar(select(func.count()).select_from(Bag).where(Bag.qr_id == "SB00042")) == 1
+
+
+# -- interleavings forced with a row lock held from another connection (PostgreSQL) ------------------------------
+
+def _pg_only(api):
+    if api.app.state.db.dialect != "postgresql":
+        pytest.skip("row locks across connections are PostgreSQL's; SQLite serialises every write")
+
+
+def _wait_until_blocked_on_a_lock(api, timeout: float = 10.0) -> None:
+    """Until one of scanning's own sessions waits on a lock (it has reached the row we hold)."""
+    deadline = time.monotonic() + timeout
+    with db_session(api.app) as session:
+        while time.monotonic() < deadline:
+            waiting = session.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bagtrack-scanning' "
+                "AND wait_event_type = 'Lock'"))
+            if waiting:
+                return
+            session.rollback()  # a fresh snapshot of pg_stat_activity
+    pytest.fail("the request never reached the locked row")
+
+
+def test_a_parent_deleted_while_a_child_is_being_linked_is_409_never_500(api):
+    _pg_only(api)
+    api.parent("SB00001")
+    with db_session(api.app) as linker, ThreadPoolExecutor(1) as pool:
+        # Another dispatcher's child scan, paused inside its transaction while it holds the parent's row.
+        parent = linker.execute(select(Bag).where(Bag.qr_id == "SB00001").with_for_update()).scalar_one()
+        delete = pool.submit(api.client.delete, "/bags/SB00001", headers=api.headers(ADMIN))
+        _wait_until_blocked_on_a_lock(api)
+        linker.add(Bag(qr_id="CH-RACE1", type="child", status="completed", dispatch_area="jaipur",
+                       child_count=0, capacity=0, parent_id=parent.id, created_by="12"))
+        parent.child_count = 1
+        linker.commit()  # the link lands; the delete, waiting on the row, sees it
+        response = delete.result(timeout=10)
+    assert response.status_code == 409, response.text
+    assert "children" in response.json()["detail"]
+    assert api.bag("SB00001").json()["child_count"] == 1
+
+
+def test_deletes_racing_child_scans_on_one_parent_never_answer_5xx(api):
+    for round_ in range(5):
+        parent = f"SB0100{round_}"
+        assert api.parent(parent).status_code == 200
+        barrier = threading.Barrier(4)
+
+        def at_once(call):
+            def run():
+                barrier.wait()
+                return call()
+            return run
+
+        statuses = _parallel([
+            at_once(lambda: api.child(parent, f"CH-R{round_}A").status_code),
+            at_once(lambda: api.child(parent, f"CH-R{round_}B").status_code),
+            at_once(lambda: api.client.delete(f"/bags/{parent}", headers=api.headers(ADMIN)).status_code),
+            at_once(lambda: api.client.delete(f"/bags/{parent}", headers=api.headers(ADMIN)).status_code),
+        ])
+        assert all(status < 500 for status in statuses), statuses
+        assert set(statuses[2:]) <= {204, 404, 409}, statuses
+        with db_session(api.app) as session:  # never a deleted parent with linked children
+            row = session.scalar(select(Bag).where(Bag.qr_id == parent))
+            if row is None:
+                assert 204 in statuses[2:]
+            else:
+                linked = session.scalar(select(func.count()).select_from(Bag).where(Bag.parent_id == row.id))
+                assert row.child_count == linked
+
+
+def test_a_dispatcher_of_another_area_is_refused_on_a_cache_hit_too(api):
+    api.parent("SB00001", who=JAIPUR)
+    assert api.bag("SB00001", who=JAIPUR).status_code == 200
+    assert api.client.portal.call(api.app.state.cache.get, cache_key("SB00001")) is not None  # it is a hit now
+    assert api.bag("SB00001", who=AKOLA).status_code == 403
+
+
+def test_an_unlink_retried_with_its_idempotency_key_replays_and_unlinks_once(api):
+    api.fill("SB00001", 2)
+    key = {"Idempotency-Key": "unlink-1"}
+    first = api.client.delete("/bags/SB00001/children/CH00001000", headers=api.headers(JAIPUR, **key))
+    again = api.client.delete("/bags/SB00001/children/CH00001000", headers=api.headers(JAIPUR, **key))
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    parent, linked = _db_children(api, "SB00001")
+    assert parent.child_count == linked == 1
+    with db_session(api.app) as session:
+        unlinks = session.scalar(select(func.count()).select_from(Scan).where(Scan.kind == "unlink"))
+    assert unlinks == 1

@@ -40,16 +40,18 @@ def client(tmp_path):
 def test_health_does_no_io_and_ready_pings_the_database(client):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
-    assert ready == {"status": "ready", "checks": {"database": "ok", "cache": "ok"}}
+    assert ready == {"status": "ready", "checks": {"database": "ok", "cache": "ok"}, "database_breaker": "closed"}
 
 
-def test_ready_is_503_with_retry_after_when_the_database_is_down_but_health_stays_200(tmp_path):
+def test_a_dead_database_is_degraded_not_unready_and_503_only_when_strict(tmp_path):
     dead = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing"
     with TestClient(make_app(tmp_path, database_url=dead)) as c:
         assert c.get("/health").status_code == 200
         ready = c.get("/ready")
-        assert ready.status_code == 503 and ready.headers["Retry-After"]
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
         assert ready.json()["checks"]["database"].startswith("error")
+        strict = c.get("/ready?strict=true")
+        assert strict.status_code == 503 and strict.headers["Retry-After"]
 
 
 def test_a_dead_redis_is_reported_but_does_not_make_the_service_unready(tmp_path):
