@@ -94,6 +94,8 @@ def create_service_app(
             tasks.append(asyncio.create_task(app.state.verifier.warm_up()))
             tasks.append(asyncio.create_task(_watch_loop_lag(service)))
             tasks += [asyncio.create_task(_repeat(job, app)) for job in background]
+            if app.state.db is not None and app.state.db.has_replica:
+                tasks.append(asyncio.create_task(_watch_replica(app.state.db)))
             yield
         finally:
             for task in tasks:
@@ -153,6 +155,12 @@ async def _watch_loop_lag(service: str, tick: float = 0.1) -> None:
         if loop.time() - window_start >= 1.0:
             gauge.set(worst)
             worst, window_start = 0.0, loop.time()
+
+
+async def _watch_replica(db: Database) -> None:
+    while True:
+        await db.watch_replica()
+        await asyncio.sleep(db.replica_probe_interval)
 
 
 async def _repeat(job: Job, app: FastAPI) -> None:

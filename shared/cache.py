@@ -22,6 +22,7 @@ class MemoryCache:
     """A TTL store for one process (one event loop, so no locks); the embedded default and Redis's fallback."""
 
     backend = "memory"
+    available = True  # one process's own memory: there is nothing to be down
 
     def __init__(self, namespace: str, max_entries: int = 50_000) -> None:
         self.namespace = namespace

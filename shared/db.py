@@ -236,9 +236,19 @@ class Database:
                             if settings.database_read_url else self.engine)
         self.dialect = self.engine.dialect.name
         self._direct = self.dialect == "postgresql"
+        self.service = settings.service_name
         # Where a direct connection is not possible (SQLite), reads and one-statement writes still autocommit.
-        self._read = self.read_engine if self._direct else self.read_engine.execution_options(
+        self._primary_read = self.engine if self._direct else self.engine.execution_options(
             isolation_level="AUTOCOMMIT")
+        self._replica_read = self.read_engine if self._direct else self.read_engine.execution_options(
+            isolation_level="AUTOCOMMIT")
+        # The replica serves reads only while its measured lag is within max_lag (watch_replica); until the
+        # first measurement, and whenever it fails, every read goes to the primary.
+        self.has_replica = self.read_engine is not self.engine
+        self.replica_max_lag = settings.db_read_max_lag
+        self.replica_probe_interval = settings.db_read_probe_interval
+        self.replica_lag: float | None = None
+        self.replica_fresh = False
         self._one_statement = self.engine if self._direct else self.engine.execution_options(
             isolation_level="AUTOCOMMIT")
         self._compiled: dict[Any, Any] = {}
@@ -253,12 +263,45 @@ class Database:
         self._ping_engine = create_db_engine(settings.database_url, service=f"{settings.service_name}-ready",
                                              pool_size=1, max_overflow=0, pool_timeout=settings.ready_timeout)
 
+    @property
+    def tombstone_hold(self) -> float:
+        """How long a write's cache tombstones stand: the refill race's 2 s, or with a replica long enough that
+        a code written within the replica's allowed lag is read from the primary (shared.cache.invalidate)."""
+        return max(2.0, self.replica_max_lag + self.replica_probe_interval) if self.has_replica else 2.0
+
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Conn]:
-        """A connection for reads, in autocommit (each statement one round trip, seeing the latest commit);
-        from the read replica when one is configured."""
-        async with self._checkout(self._read, direct=self._direct) as conn:
+    async def read(self, *, replica: bool = False) -> AsyncIterator[Conn]:
+        """A connection for reads, in autocommit (each statement one round trip, seeing the latest commit).
+
+        From the primary unless the caller says a replica may answer (`replica=True`: it knows nothing it reads
+        was written within the replica's allowed lag — see services/scanning/lookup.py) and the replica's
+        measured lag is within `db_read_max_lag`."""
+        engine = self._replica_read if replica and self.replica_fresh else self._primary_read
+        async with self._checkout(engine, direct=self._direct) as conn:
             yield conn
+
+    async def watch_replica(self) -> None:
+        """One lag measurement (a background job while a replica is configured): write a heartbeat on the
+        primary, read the replica's copy; lag = the primary's clock now minus the newest beat the replica has.
+        Any replication that copies rows carries it (streaming, logical, a delayed standby)."""
+        try:
+            async with self.one_statement() as conn:
+                now = await conn.scalar(text(
+                    "INSERT INTO replication_heartbeat (source, beat_at) VALUES (:source, now()) "
+                    "ON CONFLICT (source) DO UPDATE SET beat_at = excluded.beat_at RETURNING beat_at"),
+                    {"source": self.service})
+            async with self.read_engine.connect() as conn:  # not through the request path's breaker
+                seen = (await conn.execute(text("SELECT beat_at FROM replication_heartbeat WHERE source = :source"),
+                                           {"source": self.service})).scalar()
+            lag = None if seen is None else max(0.0, (now - seen).total_seconds())
+        except Exception as exc:  # unmeasurable: the primary answers every read until it is measured again
+            log.warning("replica lag unmeasurable (%s: %s); reading from the primary", type(exc).__name__, exc)
+            lag = None
+        fresh = lag is not None and lag <= self.replica_max_lag
+        if fresh != self.replica_fresh:
+            log.warning("replica %s (lag %s s, allowed %s s)", "serving reads" if fresh else "bypassed",
+                        "unknown" if lag is None else round(lag, 2), self.replica_max_lag)
+        self.replica_lag, self.replica_fresh = lag, fresh
 
     @asynccontextmanager
     async def one_statement(self) -> AsyncIterator[Conn]:

@@ -85,6 +85,10 @@ class ServiceSettings(CommonSettings):
     shared_database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     database_url: str | None = None
     database_read_url: str | None = None
+    # With a read replica: reads it may answer go there only while its measured lag is at most this (seconds);
+    # a code written within it is read from the primary. Lag is measured every db_read_probe_interval seconds.
+    db_read_max_lag: float = Field(2.0, gt=0, le=300)
+    db_read_probe_interval: float = Field(1.0, gt=0, le=60)
     # One event loop per process: the pool bounds how many statements are in flight at once, and a write holds
     # its connection for one round trip, so a handful of connections carries hundreds of requests a second.
     # No overflow by default: under a burst, overflow connections are opened and closed again per request (a

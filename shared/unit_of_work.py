@@ -167,7 +167,7 @@ async def run_write(db: Database, cache: Cache, action: Callable[[UnitOfWork], A
             if idempotency and on_idempotency_key(exc):
                 continue  # the same request, sent twice at once, committed first: replay it next time round
             raise
-        await invalidate(cache, work.touched)
+        await invalidate(cache, work.touched, hold=db.tombstone_hold)
         return Written(result, False)
     raise ServiceUnavailable("too many concurrent changes to the same bag; retry", retry_after=1)
 

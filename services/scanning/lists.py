@@ -54,7 +54,8 @@ async def export_csv(db: Database, filters: dict[str, Any]) -> AsyncIterator[str
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    async with db.read() as conn:  # the cursor runs in a transaction of its own: one snapshot
+    # A bulk report may come from the replica (when its lag is within db_read_max_lag): it trails by that at most.
+    async with db.read(replica=True) as conn:  # the cursor runs in a transaction of its own: one snapshot
         n = 0
         async for row in repo.stream_export_rows(conn, **filters):
             qr, type_, status, area, count, capacity, parent_qr, by, at = row.values()

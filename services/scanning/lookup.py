@@ -18,13 +18,15 @@ async def lookup(*, ctx: ScanningContext, principal: Principal, raw_qr: str) -> 
     qr = any_code(ctx.settings, raw_qr)
     raw = await ctx.cache.get(cache_key(qr))
     if raw is None or raw == TOMBSTONE:
-        raw = await _load(ctx, qr)
+        # A replica may answer only when the cache can vouch that the bag was not written just now: a tombstone
+        # means it was (it stands for the replica's allowed lag), and with the cache down nothing can be known.
+        raw = await _load(ctx, qr, replica=raw is None and ctx.cache.available)
     check_area(principal, json.loads(raw)["dispatch_area"])
     return raw
 
 
-async def _load(ctx: ScanningContext, qr: str) -> bytes:
-    async with ctx.db.read() as conn:
+async def _load(ctx: ScanningContext, qr: str, *, replica: bool) -> bytes:
+    async with ctx.db.read(replica=replica) as conn:
         bag, children = await repo.bag_with_relatives(conn, qr)
     if bag is None:
         raise NotFound(f"no bag {qr}")

@@ -68,8 +68,13 @@ async def record_parent_scan(*, ctx: ScanningContext, principal: Principal, raw_
         facts = await scan_sql.parent_scan(work, qr=qr, capacity=capacity, new_area=new_area,
                                            area=area_scope(principal), user_id=principal.user_id,
                                            username=principal.username)
-        if facts is None or facts["created"]:
-            return facts  # a replay, or a new parent (no lookup can have cached a bag that did not exist)
+        if facts is None:
+            return facts  # a replay
+        if facts["created"]:
+            # Nothing can have cached a bag that did not exist, but the tombstone also sends its lookups to the
+            # primary while a read replica may not have it yet (shared.db.Database.tombstone_hold).
+            work.touch(cache_key(qr))
+            return facts
         if facts["found"] is None:
             if new_area is None:
                 raise InvalidInput("a new parent needs dispatch_area when scanned by an admin")
