@@ -106,7 +106,7 @@ class Proxy:
 def upstream_headers(scope) -> tuple[dict[str, str], bytes | None, bool]:
     """Headers to send upstream, plus the request's Content-Length (raw) and whether it is chunked."""
     forward: dict[str, str] = {}
-    content_length = forwarded_for = connection = None
+    content_length = connection = None
     chunked = False
     for name, value in scope["headers"]:
         if name in _REQUEST_DROP:
@@ -114,8 +114,6 @@ def upstream_headers(scope) -> tuple[dict[str, str], bytes | None, bool]:
                 content_length = value
             elif name == b"transfer-encoding":
                 chunked = True
-            elif name == b"x-forwarded-for":
-                forwarded_for = value.decode("latin-1")
             elif name == b"connection":
                 connection = value
             continue
@@ -130,14 +128,9 @@ def upstream_headers(scope) -> tuple[dict[str, str], bytes | None, bool]:
     forward["x-request-id"] = scope.get("state", {}).get("request_id") or request_id_var.get() or ""
     client = scope.get("client")
     if client:
-        peer = client[0]
-        if not forwarded_for:
-            forwarded_for = peer
-        # uvicorn's proxy-headers support may already have taken the client from the last entry.
-        elif forwarded_for.rpartition(",")[2].strip() != peer:
-            forwarded_for = f"{forwarded_for}, {peer}"
-    if forwarded_for:
-        forward["x-forwarded-for"] = forwarded_for
+        # Only the client the gateway resolved (shared.proxies): a chain from an untrusted peer is forged, and
+        # the trusted proxies in front of the gateway are nothing the services need to know.
+        forward["x-forwarded-for"] = client[0]
     forward["x-forwarded-proto"] = scope.get("scheme", "http")
     # Else aiohttp asks for gzip, and (auto-decompress off) the client would get bytes it never asked for.
     forward.setdefault("accept-encoding", "identity")

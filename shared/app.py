@@ -24,6 +24,7 @@ from shared.http import ResilientClient
 from shared.logging import configure_logging
 from shared.metrics import LOOP_LAG
 from shared.middleware import PrefixRoute, RequestContextMiddleware
+from shared.proxies import ClientAddressMiddleware, trusted_proxies
 from shared.security import TokenVerifier, fetch_jwks
 from shared.settings import CommonSettings, ServiceSettings
 
@@ -121,6 +122,7 @@ def create_service_app(
         app.add_middleware(PrefixRoute, prefix=front[0], handler=front[1])
     app.add_middleware(LivenessFastPath)
     app.add_middleware(RequestContextMiddleware, service=service, access_log_enabled=settings.access_log)
+    app.add_middleware(ClientAddressMiddleware, trusted=trusted_proxies(settings))  # outermost: sets the client
     app.include_router(ops_router)
     for router in routers:
         app.include_router(router)

@@ -17,8 +17,8 @@ async def get_db(request: Request) -> Database:
 
 
 async def client_ip(request: Request) -> str:
-    # uvicorn's proxy-headers support has already replaced the peer with X-Forwarded-For's client when
-    # the peer is a trusted proxy (FORWARDED_ALLOW_IPS), so behind the gateway this is the real client.
+    # shared.proxies.ClientAddressMiddleware has already replaced the peer with X-Forwarded-For's client when
+    # the peer is one of this process's trusted proxies, so behind the gateway this is the real client.
     return request.client.host if request.client else "unknown"
 
 

@@ -55,6 +55,9 @@ class CommonSettings(BaseSettings):
     breaker_probes: int = Field(3, ge=1)
     verified_tokens_max: int = Field(50_000, ge=0)  # 0 disables remembering verified tokens
     dispatch_areas: str = Field(DEFAULT_AREAS, validation_alias=_env("DISPATCH_AREAS"))
+    # Peers whose X-Forwarded-For is believed (shared.proxies): IPs and CIDRs, comma-separated, per process
+    # (GATEWAY_TRUSTED_PROXIES, AUTH_TRUSTED_PROXIES, ...). Unset: the gateway trusts nobody, a service loopback.
+    trusted_proxies: str | None = None
 
     def breaker_options(self) -> dict:
         """Keyword arguments for shared.breaker.CircuitBreaker."""

@@ -31,7 +31,11 @@ class Settings(ServiceSettings):
     argon2_time_cost: int = Field(2, ge=1)
     argon2_memory_kib: int = Field(19_456, ge=8)
     argon2_parallelism: int = Field(1, ge=1)
-    max_concurrent_hashes: int = Field(4, ge=1)
+    # Each hash in flight holds argon2_memory_kib resident. Hashing is CPU-bound and a pod has 1 CPU, so a third or
+    # fourth concurrent hash adds 19 MiB each and no throughput (bench/auth_memory.py, 60 logins on 2 cores: 1.6 s
+    # with 1, 1.2 s with 2, 1.1-1.2 s with 4; peak 122, 140, 178 MiB). The memory limits in deploy/ are sized
+    # from this number: raise one, recompute the other.
+    max_concurrent_hashes: int = Field(2, ge=1)
 
     admin_username: str | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_USERNAME"))
     admin_password: SecretStr | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_PASSWORD"))

@@ -87,11 +87,14 @@ async def delete_user(work: UnitOfWork, user_id: int) -> None:
     await work.execute(delete(users).where(users.c.id == user_id))
 
 
-async def record_failed_login(work: UnitOfWork, user_id: int, *, threshold: int, lock_until: datetime) -> None:
-    """Count a failure atomically; the failure that reaches the threshold locks the account."""
+async def record_failed_login(work: UnitOfWork, user_id: int, now: datetime, *, threshold: int,
+                              lock_until: datetime) -> None:
+    """Count a failure atomically; the failure that reaches the threshold locks the account (and restarts the
+    count). A failure that read the account before a concurrent one locked it counts nothing: the lock is set once,
+    and no failure carries over to after it."""
     await work.execute(
         update(users)
-        .where(users.c.id == user_id)
+        .where(users.c.id == user_id, _not_locked(now))
         .values(
             locked_until=case((users.c.failed_logins + 1 >= threshold, lock_until), else_=users.c.locked_until),
             failed_logins=case((users.c.failed_logins + 1 >= threshold, 0), else_=users.c.failed_logins + 1),
@@ -105,9 +108,12 @@ async def record_successful_login(work: UnitOfWork, user_id: int, now: datetime,
     values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login_at": now}
     if password_hash:
         values["password_hash"] = password_hash
-    return await work.execute(
-        update(users).where(users.c.id == user_id, or_(users.c.locked_until.is_(None), users.c.locked_until <= now))
-        .values(**values)) == 1
+    return await work.execute(update(users).where(users.c.id == user_id, _not_locked(now)).values(**values)) == 1
+
+
+def _not_locked(now: datetime):
+    """No lock in force at `now`: never locked, or the lock has run out."""
+    return or_(users.c.locked_until.is_(None), users.c.locked_until <= now)
 
 
 async def add_refresh_token(work: UnitOfWork, values: dict[str, Any]) -> None:

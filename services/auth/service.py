@@ -104,7 +104,7 @@ async def authenticate(*, ctx: AuthContext, username: str, password: str, client
     _check_not_locked(user["locked_until"], now)
     if not password_ok:
         async def count_failure(work: UnitOfWork) -> None:
-            await repo.record_failed_login(work, user["id"], threshold=settings.lockout_threshold,
+            await repo.record_failed_login(work, user["id"], now, threshold=settings.lockout_threshold,
                                            lock_until=now + timedelta(minutes=settings.lockout_minutes))
 
         await ctx.write(count_failure)
@@ -145,12 +145,14 @@ async def rotate_refresh_token(*, ctx: AuthContext, raw_token: str) -> TokenPair
             return Unauthorized("invalid refresh token")
         if token["revoked_at"] is not None:
             return Unauthorized("refresh token revoked")
+        if token["used_at"] is None and as_utc(token["expires_at"]) <= now:
+            # Refused before it is claimed: a second try is "expired" again, not reuse that revokes the family.
+            # (A rotated token replayed after its expiry is still reuse, below.)
+            return Unauthorized("refresh token expired; log in again")
         if token["used_at"] is not None or not await repo.mark_refresh_used(work, token["id"], now):
             await repo.revoke_family(work, token["family_id"], now)
             log.warning("refresh token reuse detected; family revoked", extra={"fields": {"user_id": token["user_id"]}})
             return Unauthorized("refresh token reuse detected; this login's sessions are revoked, log in again")
-        if as_utc(token["expires_at"]) <= now:
-            return Unauthorized("refresh token expired; log in again")
         user = await repo.get_user(work.conn, token["user_id"])
         if user is None or not user["is_active"]:
             await repo.revoke_family(work, token["family_id"], now)

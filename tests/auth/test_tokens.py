@@ -1,10 +1,15 @@
 import time
+from datetime import timedelta
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
 
+from services.auth.models import RefreshToken
+from shared.timeutil import utcnow
 from tests.auth.conftest import ADMIN
+from tests.support import db_session
 
 
 def _claims(api, **overrides):
@@ -50,6 +55,22 @@ def test_logout_revokes_the_refresh_token(api):
     out = api.client.post("/auth/logout", json={"refresh_token": pair["refresh_token"]}, headers=api.as_(pair["access_token"]))
     assert out.status_code == 204
     assert api.client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}).status_code == 401
+
+
+def test_an_expired_refresh_token_is_refused_every_time_and_never_rotated(api):
+    pair = api.login(*ADMIN).json()
+    token_id = pair["refresh_token"].partition(".")[0]
+    with db_session(api.app) as session:
+        session.get(RefreshToken, token_id).expires_at = utcnow() - timedelta(seconds=1)
+        session.commit()
+    for _ in range(2):  # not consumed by the refusal, so a second try is "expired" again, not "reuse"
+        response = api.client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert response.status_code == 401 and "expired" in response.json()["detail"]
+    with db_session(api.app) as session:
+        family = session.scalars(select(RefreshToken).where(
+            RefreshToken.family_id == select(RefreshToken.family_id).where(RefreshToken.id == token_id)
+            .scalar_subquery())).all()
+    assert [(t.id, t.used_at, t.revoked_at) for t in family] == [(token_id, None, None)]
 
 
 @pytest.mark.parametrize("bad", ["garbage", "a" * 43 + ".secret", "nodot-but-long-enough", "x.y" * 3])

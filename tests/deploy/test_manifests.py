@@ -13,6 +13,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
+from shared.proxies import parse_trusted
 from shared.topology import SERVICES
 import yaml
 
@@ -46,6 +47,20 @@ def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+
+
+def container_env(container: dict, configmaps: dict[str, dict]) -> dict[str, str]:
+    """A container's literal environment: its ConfigMaps (envFrom), then its own `env` values, which win."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]]["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def per_replica(env: dict, prefix: str) -> int:
+    """What one replica can hold: its pool, its overflow, and the readiness ping's own connection (shared.db)."""
+    return int(env[f"{prefix}_DB_POOL_SIZE"]) + int(env[f"{prefix}_DB_MAX_OVERFLOW"]) + 1
 
 
 def documented_total(path: Path) -> int:
@@ -105,7 +120,7 @@ def test_compose_connection_budget():
         env = svc["environment"]
         prefix = name.upper()
         assert f"{prefix}_DB_POOL_SIZE" in env and f"{prefix}_DB_MAX_OVERFLOW" in env, f"{name}: pool not sized"
-        total += svc["deploy"]["replicas"] * (int(env[f"{prefix}_DB_POOL_SIZE"]) + int(env[f"{prefix}_DB_MAX_OVERFLOW"]))
+        total += svc["deploy"]["replicas"] * per_replica(env, prefix)
     assert total <= BUDGET <= 0.8 * max_connections, f"compose opens up to {total} connections"
     assert documented_total(COMPOSE) == total, "update the budget comment in docker-compose.yml"
 
@@ -196,17 +211,13 @@ def test_k8s_connection_budget():
     total = 0
     for name in DB_SERVICES:
         deployment = by_kind(objects, "Deployment")[name]
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        env: dict[str, str] = {}
-        for source in container.get("envFrom", []):
-            env.update(configmaps[source["configMapRef"]["name"]]["data"])
-        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})  # env wins
+        env = container_env(deployment["spec"]["template"]["spec"]["containers"][0], configmaps)
         prefix = name.upper()
         assert f"{prefix}_DB_POOL_SIZE" in env and f"{prefix}_DB_MAX_OVERFLOW" in env, f"{name}: pool not sized"
         if name in hpa_max:
             assert "replicas" not in deployment["spec"], f"{name}: replicas belong to its HPA"
         replicas = hpa_max.get(name, deployment["spec"].get("replicas", 1))
-        total += (replicas + _surge(deployment, replicas)) * (int(env[f"{prefix}_DB_POOL_SIZE"]) + int(env[f"{prefix}_DB_MAX_OVERFLOW"]))
+        total += (replicas + _surge(deployment, replicas)) * per_replica(env, prefix)
     assert total <= BUDGET, f"Kubernetes can open up to {total} PostgreSQL connections (> {BUDGET})"
     assert documented_total(K8S / "configmap.yaml") == total, "update the budget comment in k8s/configmap.yaml"
 
@@ -258,6 +269,76 @@ def test_nginx_edge_settings():
     gateway_cmd = compose()["services"]["gateway"]["command"]
     gateway_idle = int(gateway_cmd[gateway_cmd.index("--timeout-keep-alive") + 1])
     assert nginx_idle < gateway_idle
+
+
+# --- client addresses (shared/proxies.py) ----------------------------------------------------------
+
+def compose_default(value: str) -> str:
+    """A compose value with every ${VAR:-default} replaced by its default (what runs when deploy/.env is silent)."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+
+
+def uvicorn_commands() -> dict[str, list[str]]:
+    """Every uvicorn command line in deploy/: compose services, Kubernetes containers, the image's CMD."""
+    commands = {f"compose {name}": svc["command"] for name, svc in compose()["services"].items()
+                if svc.get("command", [""])[0] == "uvicorn"}
+    for name, deployment in by_kind(k8s_objects(), "Deployment").items():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            commands[f"k8s {name}/{container['name']}"] = container["command"]
+    cmd = re.search(r"^CMD (\[.*?\])", (DEPLOY / "Dockerfile").read_text(), re.M | re.S).group(1)
+    commands["Dockerfile CMD"] = yaml.safe_load(cmd.replace("\\\n", ""))
+    return commands
+
+
+def test_uvicorn_never_reads_proxy_headers_itself():
+    """shared/proxies.py is the one rule: uvicorn's own X-Forwarded-For handling would be a second one."""
+    commands = uvicorn_commands()
+    assert len(commands) == 2 * len(PORTS) + 1, sorted(commands)
+    for where, command in commands.items():
+        assert command[0] == "uvicorn" and "--no-proxy-headers" in command, where
+        assert "--proxy-headers" not in command and not any("forwarded-allow-ips" in a for a in command), where
+    text = "".join(p.read_text() for p in (COMPOSE, DEPLOY / "Dockerfile", *K8S.glob("*.yaml")))
+    assert "FORWARDED_ALLOW_IPS" not in text, "uvicorn's trust setting is unused: set <PREFIX>_TRUSTED_PROXIES"
+
+
+def test_every_compose_process_trusts_only_the_network_its_proxy_is_on():
+    data = compose()
+    services = data["services"]
+    subnets = {name: compose_default(net["ipam"]["config"][0]["subnet"]) for name, net in data["networks"].items()}
+    assert set(services["nginx"]["networks"]) == {"edge"}
+    assert set(services["gateway"]["networks"]) == {"edge", "internal"}
+    for name, port in PORTS.items():
+        env = services[name]["environment"]
+        raw = str(env.get(f"{name.upper()}_TRUSTED_PROXIES", ""))
+        assert raw and "*" not in raw, f"{name}: no {name.upper()}_TRUSTED_PROXIES of its own"
+        trusted = parse_trusted(compose_default(raw))
+        expected = "edge" if name == "gateway" else "internal"
+        assert [str(n) for n in trusted] == [subnets[expected]], f"{name} must trust the {expected} network only"
+        if name != "gateway":
+            assert services[name]["networks"] == ["internal"], f"{name} must not be reachable from the edge"
+
+
+def test_every_k8s_process_has_its_trusted_list_and_only_proxies_reach_it():
+    objects = k8s_objects()
+    configmaps = by_kind(objects, "ConfigMap")
+    for name, deployment in by_kind(objects, "Deployment").items():
+        env = container_env(deployment["spec"]["template"]["spec"]["containers"][0], configmaps)
+        raw = env.get(f"{name.upper()}_TRUSTED_PROXIES", "")
+        assert raw and "*" not in raw and parse_trusted(raw), f"{name}: no {name.upper()}_TRUSTED_PROXIES of its own"
+    policies = by_kind(objects, "NetworkPolicy")
+    gateway = policies["gateway"]["spec"]
+    assert gateway["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "gateway"}}
+    sources = [peer for rule in gateway["ingress"] for peer in rule["from"]]
+    namespaces = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in sources}
+    assert namespaces == {"ingress-nginx", "monitoring"} and all(set(peer) == {"namespaceSelector"} for peer in sources)
+    services = policies["services"]["spec"]
+    assert services["podSelector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/name", "operator": "In", "values": list(DB_SERVICES)}]
+    sources = [peer for rule in services["ingress"] for peer in rule["from"]]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "bagtrack"}}} in sources
+    assert not any("ipBlock" in peer for peer in sources), "a service reachable from an address range"
+    for policy in policies.values():
+        assert policy["spec"]["policyTypes"] == ["Ingress"] and all(rule["from"] for rule in policy["spec"]["ingress"])
 
 
 # --- Prometheus and the image -----------------------------------------------------------------------

@@ -35,7 +35,8 @@ def running(target: str, env: dict[str, str], log_path: Path, probe: str = "/hea
     """Run `uvicorn --factory target` on a free port until the block ends; fail with its log if it never answers."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port),
-           "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--timeout-graceful-shutdown", "1"]
+           "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-proxy-headers",
+           "--timeout-graceful-shutdown", "1"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)

@@ -1,0 +1,141 @@
+"""Races forced into their worst interleaving (PostgreSQL): the test holds the rows the requests need from a
+connection of its own, waits until every request is queued on them, then lets go. The rules must hold however the
+queue drains; nothing here depends on timing."""
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+
+from services.auth.models import RefreshToken, User
+from shared.timeutil import as_utc, utcnow
+from tests.auth.conftest import ADMIN, PASSWORD
+from tests.support import db_session
+
+WRONG = "Wrong!pass1"
+
+
+@pytest.fixture
+def pg_api(api):
+    if api.app.state.db.dialect != "postgresql":
+        pytest.skip("row locks held across connections are PostgreSQL's; SQLite serialises every write")
+    return api
+
+
+def _wait_for_lock_waiters(api, count: int, timeout: float = 10.0) -> None:
+    """Until `count` of auth's own sessions on this database wait on a lock (they have reached the held rows)."""
+    deadline = time.monotonic() + timeout
+    with db_session(api.app) as session:
+        while time.monotonic() < deadline:
+            waiting = session.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bagtrack-auth' "
+                "AND datname = current_database() AND wait_event_type = 'Lock'"))
+            if waiting >= count:
+                return
+            session.rollback()  # a fresh snapshot of pg_stat_activity
+    pytest.fail(f"{count} requests never queued on the held rows")
+
+
+def _hold_user_rows(session, *usernames: str) -> None:
+    """Take the users' row locks in `session`'s transaction (released by its commit)."""
+    session.execute(select(User).where(User.username_key.in_(usernames)).with_for_update()).all()
+
+
+def _user(api, username: str) -> User:
+    with db_session(api.app) as session:
+        return session.scalar(select(User).where(User.username_key == username))
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_active_admin(pg_api):
+    api = pg_api
+    second = api.create_user("admin2", role="admin")
+    first_id = _user(api, ADMIN[0]).id
+    second_headers = api.as_(api.token("admin2"))
+    with db_session(api.app) as holder, ThreadPoolExecutor(2) as pool:
+        # Both demotions read the rows and count two admins before either can write: the worst case.
+        _hold_user_rows(holder, ADMIN[0], "admin2")
+        demotions = [
+            pool.submit(api.client.patch, f"/users/{second['id']}", json={"role": "biller"}, headers=api.admin()),
+            pool.submit(api.client.patch, f"/users/{first_id}", json={"role": "biller"}, headers=second_headers),
+        ]
+        _wait_for_lock_waiters(api, 2)
+        holder.commit()
+        responses = [demotion.result(timeout=10) for demotion in demotions]
+    assert sorted(r.status_code for r in responses) == [200, 409], [r.text for r in responses]
+    refused = next(r for r in responses if r.status_code == 409)
+    assert "last active admin" in refused.json()["detail"]
+    with db_session(api.app) as session:
+        admins = session.scalar(select(func.count()).select_from(User).where(User.role == "admin", User.is_active))
+    assert admins == 1
+
+
+@pytest.fixture
+def lock_events(pg_api):
+    """Every change of users.locked_until, recorded by a trigger for the length of one test."""
+    statements = [
+        "CREATE TABLE test_lock_events (user_id integer, locked_until timestamptz)",
+        """CREATE FUNCTION test_record_lock() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO test_lock_events VALUES (NEW.id, NEW.locked_until); RETURN NEW; END $$""",
+        """CREATE TRIGGER test_lock_events AFTER UPDATE ON users FOR EACH ROW
+           WHEN (NEW.locked_until IS DISTINCT FROM OLD.locked_until) EXECUTE FUNCTION test_record_lock()""",
+    ]
+    with db_session(pg_api.app) as session:
+        for statement in statements:
+            session.execute(text(statement))
+        session.commit()
+
+    def locks_set() -> list:
+        with db_session(pg_api.app) as session:
+            return session.scalars(text("SELECT locked_until FROM test_lock_events WHERE locked_until IS NOT NULL")
+                                   ).all()
+
+    try:
+        yield locks_set
+    finally:
+        with db_session(pg_api.app) as session:
+            session.execute(text("DROP TRIGGER test_lock_events ON users"))
+            session.execute(text("DROP FUNCTION test_record_lock()"))
+            session.execute(text("DROP TABLE test_lock_events"))
+            session.commit()
+
+
+def test_parallel_wrong_passwords_lock_the_account_exactly_once(pg_api, lock_events):
+    api = pg_api
+    api.create_user("bill1")
+    attempts = 10  # twice the lockout threshold (5), and the per-username rate limit of the test settings
+    with db_session(api.app) as holder, ThreadPoolExecutor(attempts) as pool:
+        # Every attempt reads the account unlocked, then queues to count its failure.
+        _hold_user_rows(holder, "bill1")
+        logins = [pool.submit(api.login, "bill1", WRONG) for _ in range(attempts)]
+        _wait_for_lock_waiters(api, attempts)
+        holder.commit()
+        statuses = [login.result(timeout=10).status_code for login in logins]
+    assert statuses == [401] * attempts
+    user = _user(api, "bill1")
+    # The fifth failure locks and restarts the count; the five that queued behind it met a locked account and
+    # counted nothing: no second lock, and no failures carried over to after the lock.
+    assert lock_events() == [user.locked_until]
+    assert as_utc(user.locked_until) > utcnow() and user.failed_logins == 0
+
+
+def test_a_right_password_queued_behind_the_failure_that_locks_does_not_lift_the_lock(pg_api):
+    api = pg_api
+    user_id = api.create_user("bill1")["id"]
+    with db_session(api.app) as session:  # one failure short of the lockout threshold
+        session.get(User, user_id).failed_logins = 4
+        session.commit()
+    with db_session(api.app) as holder, ThreadPoolExecutor(2) as pool:
+        _hold_user_rows(holder, "bill1")
+        failure = pool.submit(api.login, "bill1", WRONG)
+        _wait_for_lock_waiters(api, 1)  # row-lock waiters are served in order: the failure writes first
+        success = pool.submit(api.login, "bill1", PASSWORD)
+        _wait_for_lock_waiters(api, 2)
+        holder.commit()
+        failed, succeeded = failure.result(timeout=10), success.result(timeout=10)
+    assert failed.status_code == 401
+    assert succeeded.status_code == 423, succeeded.text
+    user = _user(api, "bill1")
+    assert as_utc(user.locked_until) > utcnow() + timedelta(minutes=14)
+    with db_session(api.app) as session:  # and no session was issued
+        assert session.scalar(select(func.count()).where(RefreshToken.user_id == user_id)) == 0
