@@ -369,16 +369,12 @@ class Database:
         except PoolTimeoutError:
             breaker.record_cancelled()  # busy, not broken: says nothing about the database
             raise
-        except (OSError, TimeoutError, OperationalError, InterfaceError) as exc:
+        except Exception as exc:  # noqa: BLE001 — the raw pool raises the driver's own errors, unwrapped
+            # Refused, unreachable, timed out, too many connections, no such database, bad credentials: at
+            # checkout every one of them means "cannot connect".
             breaker.record_failure()
             log.error("cannot connect to the database (503 database-unavailable): %s", exc)
             raise DatabaseUnavailable() from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                breaker.record_failure()
-                raise DatabaseUnavailable() from exc
-            breaker.record_cancelled()
-            raise
         except BaseException:
             breaker.record_cancelled()
             raise

@@ -169,3 +169,35 @@ def test_one_statement_writes_fold_the_key_lookup_and_its_record_into_the_statem
 
     asyncio.run(main())
     assert count_notes(database_url) == 2
+
+
+def test_a_deadlock_victim_is_run_again_and_both_writes_land(backend, database_url):
+    if backend.database_url is None:
+        pytest.skip("deadlocks between transactions are PostgreSQL's; SQLite has one writer")
+    engine = create_engine(database_url, poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(insert(NOTES), [{"id": 1, "body": "a"}, {"id": 2, "body": "b"}])
+    engine.dispose()
+    attempts = {"forward": 0, "backward": 0}
+
+    def crossing(name: str, first: int, second: int, mine: asyncio.Event, theirs: asyncio.Event):
+        async def write(work: UnitOfWork) -> str:
+            attempts[name] += 1
+            await work.execute(NOTES.update().where(NOTES.c.id == first).values(body=name))
+            if attempts[name] == 1:  # first round: hold `first` until the other holds its own, then cross
+                mine.set()
+                await theirs.wait()
+            await work.execute(NOTES.update().where(NOTES.c.id == second).values(body=name))
+            return name
+
+        return write
+
+    async def main():
+        async with opened(database_url) as (db, cache):
+            a, b = asyncio.Event(), asyncio.Event()
+            return await asyncio.gather(run_write(db, cache, crossing("forward", 1, 2, a, b)),
+                                        run_write(db, cache, crossing("backward", 2, 1, b, a)))
+
+    results = asyncio.run(main())
+    assert sorted(w.result for w in results) == ["backward", "forward"]
+    assert sorted(attempts.values()) == [1, 2]  # PostgreSQL chose one victim; its unit of work ran it again
