@@ -21,6 +21,7 @@ from shared.errors import install_error_handlers
 from shared.health import LivenessFastPath, ReadyCheck, dependency_readiness
 from shared.health import router as ops_router
 from shared.http import ResilientClient
+from shared.input_guard import InputGuard
 from shared.logging import configure_logging
 from shared.metrics import LOOP_LAG
 from shared.middleware import PrefixRoute, RequestContextMiddleware
@@ -113,13 +114,17 @@ def create_service_app(
     docs = {} if own_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     # FastAPI's own OpenTelemetry hooks run on every request even with no provider configured (environment
     # lookups, span and metric calls); the Prometheus metrics below are this project's telemetry.
-    app = FastAPI(title=title, lifespan=lifespan, telemetry=NO_OPENTELEMETRY, **docs)
+    # No trailing-slash redirects: a 307 would carry the service's own URL (http://scanning:8002/...) to the client,
+    # which would then send its token straight to the service.
+    app = FastAPI(title=title, lifespan=lifespan, telemetry=NO_OPENTELEMETRY, redirect_slashes=False, **docs)
     app.state.settings = settings
     app.state.readiness = readiness or dependency_readiness
     install_error_handlers(app)
     install_database_error_handlers(app)
     if front is not None:
         app.add_middleware(PrefixRoute, prefix=front[0], handler=front[1])
+    # NUL and lone surrogates refused before any handler (or the gateway's proxy, which checks path and query only).
+    app.add_middleware(InputGuard, bodies=front is None)
     app.add_middleware(LivenessFastPath)
     app.add_middleware(RequestContextMiddleware, service=service, access_log_enabled=settings.access_log)
     app.add_middleware(ClientAddressMiddleware, trusted=trusted_proxies(settings))  # outermost: sets the client

@@ -15,6 +15,7 @@ from shared.logging import request_id_var
 log = logging.getLogger("bagtrack.errors")
 
 PROBLEM_JSON = "application/problem+json"
+MAX_ERRORS = 20  # validation errors listed in one 422
 
 
 class ProblemError(Exception):
@@ -133,7 +134,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Never echo the input back: it may be a password.
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        # At most MAX_ERRORS entries: a 1 MiB body of unknown keys once drew a 9.9 MB answer, unauthenticated.
+        found = exc.errors()
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in found[:MAX_ERRORS]]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
-        return problem_response(422, f"{where}: {first['msg']}", slug="validation-error", errors=errors)
+        extra = {"errors_omitted": len(found) - MAX_ERRORS} if len(found) > MAX_ERRORS else {}
+        return problem_response(422, f"{where}: {first['msg']}", slug="validation-error", errors=errors, **extra)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 from pydantic import BaseModel
 
 from shared.errors import ProblemError
+from shared.input_guard import first_forbidden
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -33,7 +34,7 @@ def decode_cursor(cursor: str | None) -> list[Any] | None:
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProblemError("cursor is not valid; pass next_cursor from the previous page", slug="bad-cursor") from exc
-    if not isinstance(values, list) or not values:
+    if not isinstance(values, list) or not values or first_forbidden(values):
         raise ProblemError("cursor is not valid; pass next_cursor from the previous page", slug="bad-cursor")
     return values
 

@@ -20,7 +20,8 @@ CSV_COLUMNS = ("qr_id", "type", "status", "dispatch_area", "child_count", "capac
 
 
 def scoped_area(principal: Principal, area: str | None) -> str | None:
-    """The area a list may show: a dispatcher's own, whatever they asked for."""
+    """The area a list may show: a dispatcher's own. Asking for another is a 403 naming only the caller's own
+    area: decided from the request alone, it says nothing about any bag (an empty page would hide the mistake)."""
     if principal.role != "dispatcher":
         return area.lower() if area else None
     if area and area.lower() != principal.dispatch_area:

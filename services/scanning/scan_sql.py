@@ -7,8 +7,9 @@ into the answer. The facts are also what an idempotency key records, so a replay
 
 On PostgreSQL a write only happens when the snapshot says the rules allow it: the caller's area, no replay, a
 free child, room on the parent. What a concurrent writer changes after the snapshot is caught by the rows' own
-guards — `ON CONFLICT DO NOTHING` for a new bag, `parent_id IS NULL` for a link, the capacity CHECK for the
-count (a violation aborts the whole statement) — and reported as a lost race, which the unit of work re-runs.
+guards — `ON CONFLICT DO NOTHING` for a new bag, `parent_id IS NULL` and the caller's area for a link (so a
+dispatcher never moves another area's child into theirs), the capacity CHECK for the count (a violation aborts
+the whole statement) — and reported as a lost race, which the unit of work re-runs.
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ relinked AS (
     UPDATE bags SET parent_id = o.id, dispatch_area = o.dispatch_area, status = 'completed', linked_by = :user_id,
                     linked_at = now(), updated_at = now()
     FROM open_parent o, child
-    WHERE bags.id = child.id AND child.parent_id IS NULL AND bags.parent_id IS NULL
+    WHERE bags.id = child.id AND child.parent_id IS NULL AND bags.parent_id IS NULL AND {AREA_OK.format("bags")}
     RETURNING bags.id, bags.qr_id, bags.type, bags.status, bags.dispatch_area, bags.created_by, bags.created_at),
 linked AS (SELECT * FROM inserted UNION ALL SELECT * FROM relinked),
 claimed AS (
@@ -165,7 +166,8 @@ async def parent_scan(work: UnitOfWork, *, qr: str, capacity: int, new_area: str
 async def child_scan(work: UnitOfWork, *, parent_qr: str, child_qr: str, area: str | None, user_id: int,
                      username: str) -> dict | None:
     """Link a child (created if new) to a parent with room, counting it, with a scan row; a repeat on the same
-    parent writes only its scan row. None: the facts are a replay."""
+    parent writes only its scan row. With an `area`, only to a parent in it, and only a child in it (or new):
+    the facts' child carries its dispatch_area, from which the caller tells that refusal. None: a replay."""
     params = dict(parent_qr=parent_qr, child_qr=child_qr, area=area, user_id=user_id, username=username)
     if work.one_statement:
         return await _one_statement(work, CHILD_SCAN, params)
@@ -178,7 +180,9 @@ async def child_scan(work: UnitOfWork, *, parent_qr: str, child_qr: str, area: s
     if child is not None and child["parent_id"] == parent["id"]:
         await _scan(work, "child", parent_qr, child_qr, parent["dispatch_area"], user_id, username, repeat=True)
         return facts
-    if (child is not None and child["parent_id"] is not None) or parent["child_count"] >= parent["capacity"]:
+    if child is not None and (child["parent_id"] is not None or area not in (None, child["dispatch_area"])):
+        return facts
+    if parent["child_count"] >= parent["capacity"]:
         return facts
     now = utcnow()
     link = dict(parent_id=parent["id"], dispatch_area=parent["dispatch_area"], status="completed",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from services.scanning.schemas import BagOut, ScanResult
-from shared.errors import Forbidden
+from shared.errors import NotFound
 from shared.security import Principal
 
 
@@ -23,15 +23,20 @@ def bag_out(bag: Mapping[str, Any], parent_qr: str | None = None, children: list
                   parent_qr=parent_qr, children=children, created_by=bag["created_by"], created_at=bag["created_at"])
 
 
-def check_area(principal: Principal, area: str) -> None:
-    """Dispatchers work in their own area; billers and admins see every area."""
-    if principal.role == "dispatcher" and principal.dispatch_area != area:
-        raise Forbidden(f"this bag belongs to area {area!r}; you dispatch for {principal.dispatch_area!r}")
-
-
 def area_scope(principal: Principal) -> str | None:
-    """The one area a caller's writes and lists are confined to (None: every area)."""
+    """The one area a caller's reads, writes and lists are confined to (None: every area)."""
     return principal.dispatch_area if principal.role == "dispatcher" else None
+
+
+def may_see(principal: Principal, area: str) -> bool:
+    """Dispatchers work in their own area; billers and admins see every area. A bag the caller may not see is
+    answered exactly as a bag that does not exist (`no_bag`), so no answer tells one area about another's bags."""
+    return area_scope(principal) in (None, area)
+
+
+def no_bag(qr: str) -> NotFound:
+    """The answer for a bag that does not exist, or that the caller may not see: the two are not told apart."""
+    return NotFound(f"no bag {qr}")
 
 
 # --- the scan writes' answers, from the facts their statement reported (the same facts a replay returns) -------

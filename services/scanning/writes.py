@@ -13,7 +13,7 @@ from services.scanning.billing import parent_bill
 from services.scanning.config import Settings
 from services.scanning.qr import any_code, child_code, parent_code
 from services.scanning.schemas import ScanResult
-from services.scanning.views import (area_scope, check_area, child_scan_result, parent_scan_result,
+from services.scanning.views import (area_scope, child_scan_result, may_see, no_bag, parent_scan_result,
                                      unlink_result)
 from shared.cache import Cache
 from shared.db import Database
@@ -30,6 +30,14 @@ class ParentFull(Conflict):
 
 class ChildOnAnotherParent(Conflict):
     slug = "child-on-another-parent"
+
+
+class ChildNotYours(Conflict):
+    """A dispatcher's child scan of a child in another area. A 409, not the 404 of a missing bag: the scan
+    creates a missing child, so "no bag" would contradict itself. One answer whether the child is linked there
+    or not, naming neither that area nor the parent holding it."""
+
+    slug = "child-not-yours"
 
 
 @dataclass
@@ -59,7 +67,8 @@ def cache_key(qr: str) -> str:
 
 async def record_parent_scan(*, ctx: ScanningContext, principal: Principal, raw_qr: str, area: str | None,
                              key: str | None) -> Written[ScanResult]:
-    """Select a parent, creating it in the scanner's area on its first scan; a scan row either way."""
+    """Select a parent, creating it in the scanner's area on its first scan; a scan row either way. Another
+    area's parent is `no_bag` to a dispatcher (the statement selects it only within their area)."""
     qr, capacity = parent_code(ctx.settings, raw_qr)
     new_area = principal.dispatch_area if principal.role == "dispatcher" else (
         ctx.settings.known_area(area) if area else None)
@@ -79,7 +88,8 @@ async def record_parent_scan(*, ctx: ScanningContext, principal: Principal, raw_
             if new_area is None:
                 raise InvalidInput("a new parent needs dispatch_area when scanned by an admin")
             raise LostRace  # created by someone else after our snapshot: select theirs
-        check_area(principal, facts["found"]["dispatch_area"])
+        if not may_see(principal, facts["found"]["dispatch_area"]):
+            raise no_bag(qr)
         return facts
 
     request = Idempotency.of(principal.user_id, key, "scan-parent", {"qr_id": qr, "dispatch_area": area})
@@ -89,7 +99,10 @@ async def record_parent_scan(*, ctx: ScanningContext, principal: Principal, raw_
 
 async def record_child_scan(*, ctx: ScanningContext, principal: Principal, raw_parent: str, raw_child: str,
                             key: str | None) -> Written[ScanResult]:
-    """Create the child if new and link it to the parent; a repeat on the same parent changes nothing."""
+    """Create the child if new and link it to the parent; a repeat on the same parent changes nothing.
+
+    A dispatcher sees another area's parent as one never scanned, and may not link another area's child
+    (`ChildNotYours`, also for a child on a parent they may not see): linking would move it into their area."""
     parent_qr, _ = parent_code(ctx.settings, raw_parent)
     child_qr = child_code(ctx.settings, raw_child)
 
@@ -99,14 +112,17 @@ async def record_child_scan(*, ctx: ScanningContext, principal: Principal, raw_p
         if facts is None:
             return None
         parent, child = facts["parent"], facts["child"]
-        if parent is None:
+        if parent is None or not may_see(principal, parent["dispatch_area"]):
             raise NotFound(f"parent {parent_qr} has not been scanned yet; scan it as a parent first")
-        check_area(principal, parent["dispatch_area"])
         if facts["claimed"] is not None:
             work.touch(cache_key(parent_qr), cache_key(child_qr))
             return facts
         if child is not None and child["parent_id"] == parent["id"]:
             return facts  # a repeat: flagged, nothing changed
+        if child is not None and not may_see(principal, child["dispatch_area"]):
+            # A linked child is in its parent's area, so this is also every child on a parent the caller may
+            # not see: the parent that holds it is not named.
+            raise ChildNotYours(f"child {child_qr} is not in your dispatch area; a biller or admin can move it")
         if child is not None and child["parent_id"] is not None:
             raise ChildOnAnotherParent(f"child {child_qr} is already on parent {child['parent_qr']}",
                                        parent_qr=child["parent_qr"])
@@ -122,7 +138,8 @@ async def record_child_scan(*, ctx: ScanningContext, principal: Principal, raw_p
 
 async def unlink_child(*, ctx: ScanningContext, principal: Principal, raw_parent: str, raw_child: str,
                        key: str | None) -> Written[ScanResult]:
-    """Undo a link: a dispatcher their own within the window, billers and admins any time."""
+    """Undo a link: a dispatcher their own within the window, billers and admins any time. A parent or child
+    in another area is `no_bag` to a dispatcher."""
     parent_qr, child_qr = any_code(ctx.settings, raw_parent), any_code(ctx.settings, raw_child)
     own_only = principal.role == "dispatcher"
     window = ctx.settings.unlink_window_seconds
@@ -134,9 +151,10 @@ async def unlink_child(*, ctx: ScanningContext, principal: Principal, raw_parent
         if facts is None:
             return None
         parent, child = facts["parent"], facts["child"]
-        if parent is None or child is None:
-            raise NotFound(f"no bag {parent_qr if parent is None else child_qr}")
-        check_area(principal, parent["dispatch_area"])
+        if parent is None or not may_see(principal, parent["dispatch_area"]):
+            raise no_bag(parent_qr)
+        if child is None or not may_see(principal, child["dispatch_area"]):
+            raise no_bag(child_qr)
         if facts["released"] is not None:
             work.touch(cache_key(parent_qr), cache_key(child_qr))
             return facts
@@ -154,7 +172,8 @@ async def unlink_child(*, ctx: ScanningContext, principal: Principal, raw_parent
 
 
 async def delete_bag(*, ctx: ScanningContext, principal: Principal, raw_qr: str, headers: dict[str, str]) -> None:
-    """Delete an empty parent that is on no bill, or an unlinked child. Billing unreachable: 503, never a guess."""
+    """Delete an empty parent that is on no bill, or an unlinked child. Billing unreachable: 503, never a guess.
+    Only billers and admins get here (deps.Deleter), and they see every area: no area rule applies."""
     qr = any_code(ctx.settings, raw_qr)
     async with ctx.db.read() as conn:
         bag = _deletable(await repo.get_bag(conn, qr), qr)
@@ -174,7 +193,7 @@ async def delete_bag(*, ctx: ScanningContext, principal: Principal, raw_qr: str,
 
 def _deletable(bag, qr: str):
     if bag is None:
-        raise NotFound(f"no bag {qr}")
+        raise no_bag(qr)
     if bag["type"] == "parent" and bag["child_count"]:
         raise Conflict(f"parent {qr} still holds {bag['child_count']} children; unlink them first")
     if bag["type"] == "child" and bag["parent_id"]:

@@ -11,13 +11,19 @@ from shared.errors import problem_responses
 router = APIRouter(prefix="/auth", tags=["auth"], responses=problem_responses(400, 401, 403, 422, 423, 429, 503))
 
 
+# Token answers must never sit in a cache (a browser's, a proxy's).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
 @router.post("/login", response_model=TokenPair)
-async def login(body: LoginIn, ctx: ContextDep, ip: ClientIp) -> TokenPair:
+async def login(body: LoginIn, ctx: ContextDep, ip: ClientIp, response: Response) -> TokenPair:
+    response.headers.update(NO_STORE)
     return await service.authenticate(ctx=ctx, username=body.username, password=body.password, client_ip=ip)
 
 
 @router.post("/refresh", response_model=TokenPair)
-async def refresh(body: RefreshIn, ctx: ContextDep) -> TokenPair:
+async def refresh(body: RefreshIn, ctx: ContextDep, response: Response) -> TokenPair:
+    response.headers.update(NO_STORE)
     return await service.rotate_refresh_token(ctx=ctx, raw_token=body.refresh_token)
 
 
