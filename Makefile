@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test venv tools migrate create-admin bench seed bench-scanning loadtest clean
+.PHONY: run test test-fuzz venv tools migrate create-admin bench seed bench-scanning loadtest clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -17,6 +17,10 @@ run: venv
 # The whole suite: every database test runs on SQLite and on PostgreSQL (127.0.0.1:5432), with Redis.
 test: venv tools
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# The route fuzz (tests/fuzz) with 400 hostile requests per route and role instead of 24: a few minutes.
+test-fuzz: venv tools
+	@BAGTRACK_FUZZ_CASES=$${FUZZ_CASES:-400} $(PY) -m pytest tests/fuzz -q $(PYTEST_ARGS)
 
 migrate: venv
 	@$(PY) -m shared.migrate
