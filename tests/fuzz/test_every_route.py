@@ -1,8 +1,9 @@
 """A bounded fuzz over every route of every service, in-process on each backend, as each role: no input yields a 5xx.
 
-Requests are built from each app's own OpenAPI document: every path and query parameter and every body field gets
-hostile values in turn (NUL, lone surrogates, huge and negative numbers, wrong types, long strings, traversal and
-SQL-looking text), all at once and one at a time. Deterministic (a fixed seed per service), bounded per route; `make test-fuzz` runs the same with many more cases.
+Requests are built from each app's own OpenAPI document: in each case every path parameter, most query parameters
+and every body field get a hostile value (NUL, lone surrogates, huge and negative numbers, wrong types, long
+strings, traversal and SQL-looking text). Deterministic (a fixed seed per service), bounded per route;
+`make test-fuzz` runs the same with many more cases.
 """
 from __future__ import annotations
 
