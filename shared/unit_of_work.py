@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Generic, TypeVar
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, SmallInteger, String, Table, Text, delete, insert, select
+from sqlalchemy import (Column, DateTime, Integer, MetaData, SmallInteger, String, Table, Text, delete, insert, select,
+                        tuple_)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from shared.cache import Cache, invalidate
@@ -172,9 +173,26 @@ async def run_write(db: Database, cache: Cache, action: Callable[[UnitOfWork], A
     raise ServiceUnavailable("too many concurrent changes to the same bag; retry", retry_after=1)
 
 
-async def purge_idempotency_keys(work: UnitOfWork, before: datetime) -> int:
-    """Forget keys older than `before` (retries come within seconds, not days)."""
-    return await work.execute(delete(IDEMPOTENT_REQUESTS).where(IDEMPOTENT_REQUESTS.c.created_at < before))
+PURGE_BATCH = 5000
+
+
+async def purge_idempotency_keys(db: Database, cache: Cache, before: datetime, *, batch: int = PURGE_BATCH) -> int:
+    """Forget keys older than `before` (retries come within seconds, not days), `batch` rows per transaction.
+
+    One DELETE of everything would hold its locks and its WAL for as long as the backlog takes — after an outage,
+    or on a busy day, that is a long transaction in the middle of the shift's writes. How many went, in all."""
+    table = IDEMPOTENT_REQUESTS
+    oldest = select(table.c.user_id, table.c.key).where(table.c.created_at < before).limit(batch)
+
+    async def one_batch(work: UnitOfWork) -> int:
+        return await work.execute(delete(table).where(tuple_(table.c.user_id, table.c.key).in_(oldest)))
+
+    total = 0
+    while True:
+        removed = (await run_write(db, cache, one_batch)).result
+        total += removed
+        if removed < batch:
+            return total
 
 
 async def _find(work: UnitOfWork, idempotency: Idempotency) -> Any:

@@ -202,11 +202,7 @@ def _deletable(bag, qr: str):
 
 
 async def purge_old_keys(app: FastAPI) -> None:
-    """Background job: idempotency keys older than SCANNING_IDEMPOTENCY_TTL_HOURS go."""
+    """Background job: idempotency keys older than SCANNING_IDEMPOTENCY_TTL_HOURS go, in batches."""
     ctx: ScanningContext = app.state.scanning
     before = utcnow() - timedelta(hours=ctx.settings.idempotency_ttl_hours)
-
-    async def purge(work: UnitOfWork) -> int:
-        return await purge_idempotency_keys(work, before)
-
-    await run_write(ctx.db, ctx.cache, purge)
+    await purge_idempotency_keys(ctx.db, ctx.cache, before)

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 from services.scanning.models import Bag, Scan
 from shared.timeutil import utcnow
-from shared.unit_of_work import IDEMPOTENT_REQUESTS, purge_idempotency_keys, run_write
+from shared.unit_of_work import IDEMPOTENT_REQUESTS, purge_idempotency_keys
 from tests.scanning.conftest import ADMIN, BILLER
 
 
@@ -139,14 +139,14 @@ def test_scan_bodies_are_validated(api):
     assert api.client.post("/scans/parent", json={"qr_id": "SB00001"}).status_code == 401
 
 
-def test_old_idempotency_keys_are_purged(api):
-    api.parent("SB00001", scan_id="old-one")
+def test_old_idempotency_keys_are_purged_in_batches(api):
+    for n in range(5):
+        api.parent("SB00001", scan_id=f"old-{n}")
 
-    def purge(before):
+    def purge(before, batch=2):
         state = api.app.state
-        return api.client.portal.call(lambda: run_write(
-            state.db, state.cache, lambda work: purge_idempotency_keys(work, before))).result
+        return api.client.portal.call(lambda: purge_idempotency_keys(state.db, state.cache, before, batch=batch))
 
     assert purge(utcnow() - timedelta(hours=1)) == 0
-    assert purge(utcnow() + timedelta(seconds=1)) == 1
-    assert api.parent("SB00001", scan_id="old-one").headers["Idempotent-Replayed"] == "false"
+    assert purge(utcnow() + timedelta(seconds=1)) == 5  # three batches: 2, 2, 1
+    assert api.parent("SB00001", scan_id="old-0").headers["Idempotent-Replayed"] == "false"
