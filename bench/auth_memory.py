@@ -62,7 +62,7 @@ def auth_process(var_dir: Path, env: dict[str, str] | None = None) -> Iterator[A
     ports = {name: free_port() for name in (*SERVICES, "gateway")}  # only auth is started
     stack = Stack(ports=ports, log_dir=var_dir / "log", env={
         "BAGTRACK_VAR_DIR": str(var_dir), "BAGTRACK_ADMIN_USERNAME": ADMIN[0], "BAGTRACK_ADMIN_PASSWORD": ADMIN[1],
-        "AUTH_LOGIN_LIMIT_PER_USERNAME": "10000", "AUTH_LOGIN_LIMIT_PER_IP": "10000", **(env or {})})
+        "AUTH_LOGIN_FAILURES_PER_CLIENT": "10000", "AUTH_LOGIN_LIMIT_PER_IP": "10000", **(env or {})})
     migrate = subprocess.run([sys.executable, "-m", "shared.migrate", "auth"], cwd=ROOT, env=stack.process_env(),
                              capture_output=True, text=True)
     if migrate.returncode != 0:

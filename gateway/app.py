@@ -14,7 +14,9 @@ from shared.app import create_service_app
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """/api/v1/* goes to the raw proxy; the gateway's own endpoints (ops, merged docs) are a small FastAPI app."""
     settings = settings or GatewaySettings()
-    proxy = Proxy(settings.max_body_bytes)
+    proxy = Proxy(settings.max_body_bytes, max_header_bytes=settings.max_header_bytes,
+                  max_headers_total_bytes=settings.max_headers_total_bytes,
+                  max_authorization_bytes=settings.max_authorization_bytes)
     app = create_service_app(settings, title="bagtrack gateway", routers=[ops.router],
                              upstreams=settings.upstream_urls(), on_startup=[proxy.attach],
                              readiness=ops.upstream_readiness, front=(API_PREFIX + "/", proxy), own_docs=False)

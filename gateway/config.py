@@ -16,6 +16,12 @@ class GatewaySettings(CommonSettings):
     dashboard_url: str = Field(default_url("dashboard"), validation_alias=AliasChoices("DASHBOARD_URL"))
 
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    # Request headers under /api/v1, checked before authentication and before anything is forwarded:
+    # one header (name + value) or all of them together past these is a 431; an Authorization past its own
+    # limit is a 401 (an access token is ~500 bytes).
+    max_header_bytes: int = Field(8 * 1024, gt=0)
+    max_headers_total_bytes: int = Field(32 * 1024, gt=0)
+    max_authorization_bytes: int = Field(4 * 1024, gt=0)
 
     def upstream_urls(self) -> dict[str, str]:
         """Base URL of every service, by name."""

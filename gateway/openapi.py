@@ -1,4 +1,5 @@
-"""One OpenAPI document for every public route: each upstream's own document, under /api/v1, merged.
+"""One OpenAPI document for every route of the public API (gateway.routes.PUBLIC_API): each upstream's own
+document, under /api/v1, merged.
 
 Fetched from the services when asked for (through their breakers) and kept for a minute; a service that
 cannot answer is named in the description instead of failing the whole document.
@@ -10,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from gateway.routes import API_PREFIX, PUBLIC_ROUTES, resolve
+from gateway.routes import API_PREFIX, template_route
 from shared.http import ResilientClient
 
 CACHE_SECONDS = 60.0
@@ -76,10 +77,12 @@ def _add(merged: dict[str, Any], upstream: str, document: dict[str, Any]) -> Non
     for path, operations in document.get("paths", {}).items():
         owned = {}
         for method, operation in operations.items():
-            route = resolve(method.upper(), path)
+            route = template_route(method.upper(), path)
             if route is None or route.upstream != upstream:
-                continue  # not reachable through the gateway (e.g. a service's own probes)
-            if (method.upper(), path) not in PUBLIC_ROUTES:
+                # Not part of the public API (gateway.routes.PUBLIC_API): a service's own probes, or a
+                # service-to-service route such as billing's /bills/parents/{parent_qr}.
+                continue
+            if not route.public:
                 operation = {**operation, "security": [{"bearer": []}]}
             owned[method] = operation
         if owned:

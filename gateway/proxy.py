@@ -1,4 +1,5 @@
-"""The /api/v1 hot path as raw ASGI: resolve the route, check the token, cap the body, stream the upstream's answer.
+"""The /api/v1 hot path as raw ASGI: cap the headers, resolve the route (public API only), check the token, cap the
+body, stream the upstream's answer.
 
 It bypasses FastAPI routing on purpose (shared.middleware.PrefixRoute hands it every /api/v1 request): a FastAPI
 route costs ~3x a raw ASGI handler here (docs/performance.md), and the hop should cost as little as it can.
@@ -13,7 +14,7 @@ from urllib.parse import quote
 import aiohttp
 
 from gateway.routes import API_PREFIX, resolve
-from shared.errors import PROBLEM_JSON, ProblemError, problem_body
+from shared.errors import PROBLEM_JSON, ProblemError, Unauthorized, problem_body
 from shared.http import ResilientClient
 from shared.logging import request_id_var
 from shared.security import TokenVerifier
@@ -36,15 +37,30 @@ class BodyTooLarge(Exception):
     """The request body passed the configured limit."""
 
 
+class HeaderTooLarge(ProblemError):
+    """A request header, or all of them together, past the gateway's limits (RFC 6585 431)."""
+
+    status = 431
+    slug = "request-header-fields-too-large"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers=dict(_CLOSE))
+
+
 class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
 
 class Proxy:
-    """Forwards /api/v1/<area>/… to the owning upstream; clients and auth are attached by the app lifespan."""
+    """Forwards the public API's routes under /api/v1 to the owning upstream; clients and auth are attached by the
+    app lifespan."""
 
-    def __init__(self, max_body_bytes: int) -> None:
+    def __init__(self, max_body_bytes: int, *, max_header_bytes: int = 8 * 1024,
+                 max_headers_total_bytes: int = 32 * 1024, max_authorization_bytes: int = 4 * 1024) -> None:
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_headers_total_bytes = max_headers_total_bytes
+        self.max_authorization_bytes = max_authorization_bytes
         self.clients: dict[str, ResilientClient] | None = None
         self.auth: TokenVerifier | None = None
 
@@ -53,11 +69,17 @@ class Proxy:
         self.clients, self.auth = app.state.clients, app.state.verifier
 
     async def __call__(self, scope, receive, send) -> None:
+        # Headers first: before the route, the token check (and its memo) and anything forwarded.
+        refused = self._check_headers(scope["headers"])
+        if refused is not None:
+            return await send_problem(send, refused.status, refused.detail, slug=refused.slug, headers=refused.headers)
         path = scope["path"][_PREFIX_LEN:]
         method = scope["method"]
         route = resolve(method, path)
         if route is None:
-            return await send_problem(send, 404, f"no API area serves {scope['path']}", slug="not-found")
+            # Not on the allow-list (gateway.routes.PUBLIC_API): unknown, or a service-to-service route.
+            return await send_problem(send, 404, f"no route of the public API serves {method} {scope['path']}",
+                                      slug="not-found")
         scope["route_template"] = route.template
         clients, auth = self.clients, self.auth
         if clients is None or auth is None:
@@ -96,6 +118,31 @@ class Proxy:
                 await relay(upstream, receive, send, route.upstream)
         except ProblemError as exc:
             await send_problem(send, exc.status, exc.detail, slug=exc.slug, headers=exc.headers)
+
+    def _check_headers(self, headers) -> ProblemError | None:
+        """431 (closing the connection) for one header or all of them past the limits; 401 for an oversize
+        Authorization. None when the headers are fine.
+
+        This bounds what the gateway keeps, verifies and forwards, not what it reads: uvicorn with httptools has
+        parsed the whole header block before the app sees it (it sets no limit of its own). In the scaled
+        deployment nginx in front bounds that with `large_client_header_buffers` (and `client_header_buffer_size`),
+        answering 400/494 itself for a header line or block past its buffers.
+        """
+        per_header, total_limit = self.max_header_bytes, self.max_headers_total_bytes
+        total = 0
+        authorization = 0
+        for name, value in headers:
+            size = len(name) + len(value)
+            if size > per_header:
+                return HeaderTooLarge(f"a request header exceeds {per_header} bytes (name and value)")
+            total += size
+            if total > total_limit:
+                return HeaderTooLarge(f"request headers exceed {total_limit} bytes in total")
+            if name == b"authorization":
+                authorization += len(value)
+        if authorization > self.max_authorization_bytes:
+            return Unauthorized(f"Authorization header exceeds {self.max_authorization_bytes} bytes")
+        return None
 
     async def _too_large(self, send) -> None:
         # Close the connection: the unread rest of the body must not be parsed as the next request.

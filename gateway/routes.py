@@ -1,4 +1,10 @@
-"""The route table: which upstream owns each /api/v1 area, and the few routes that need no token."""
+"""The route table: the public API's routes (an explicit allow-list), which upstream owns each, and which need no token.
+
+Only the routes listed in PUBLIC_API pass the gateway. Everything else under /api/v1 is a 404 from the gateway, as
+for an unknown area: in particular the service-to-service routes (billing's GET /bills/parents/{parent_qr}, asked by
+scanning before it deletes a parent) and any route a service grows before it is added here. The merged
+/openapi.json (gateway.openapi) shows exactly these routes.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +21,40 @@ AREAS = {
     "dashboard": "dashboard",
 }
 
+# The public API: (method, service-side path template, needs an access token). Templates are the services' own
+# (FastAPI) paths, "{name}" matching one non-empty path segment; a literal route wins over a templated one.
+#
+# Add a route here when it is built for clients, never a service-to-service one. Still to come, each added here as
+# it is built: bills (creating and filling bills: the billing issue; NOT /bills/parents/{parent_qr}, which only
+# scanning calls), the dashboard (its read routes and its event stream), and the web app's routes.
+PUBLIC_API: tuple[tuple[str, str, bool], ...] = (
+    # auth
+    ("POST", "/auth/login", False),
+    ("POST", "/auth/refresh", False),
+    ("GET", "/auth/jwks", False),
+    ("POST", "/auth/logout", True),
+    ("GET", "/auth/me", True),
+    # users (auth)
+    ("GET", "/users", True),
+    ("POST", "/users", True),
+    ("POST", "/users/me/password", True),
+    ("GET", "/users/{user_id}", True),
+    ("PATCH", "/users/{user_id}", True),
+    ("DELETE", "/users/{user_id}", True),
+    # scans (scanning)
+    ("POST", "/scans/parent", True),
+    ("POST", "/scans/child", True),
+    ("GET", "/scans", True),
+    # bags (scanning)
+    ("GET", "/bags", True),
+    ("GET", "/bags/export.csv", True),
+    ("GET", "/bags/{qr_id}", True),
+    ("DELETE", "/bags/{qr_id}", True),
+    ("DELETE", "/bags/{parent_qr}/children/{child_qr}", True),
+)
+
 # (method, service-side path) reachable without an access token.
-PUBLIC_ROUTES = frozenset({("POST", "/auth/login"), ("POST", "/auth/refresh"), ("GET", "/auth/jwks")})
+PUBLIC_ROUTES = frozenset((method, path) for method, path, token in PUBLIC_API if not token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,27 +66,42 @@ class Route:
     public: bool = False
 
 
-# Built once: resolving a request allocates nothing.
-_AREA_ROUTES = {
-    area: (Route(upstream, f"{API_PREFIX}/{area}"), Route(upstream, f"{API_PREFIX}/{area}/{{path}}"))
-    for area, upstream in AREAS.items()
-}
-_PUBLIC = {(method, path): Route(AREAS[path.split("/")[1]], API_PREFIX + path, public=True)
-           for method, path in PUBLIC_ROUTES}
+def _route(method: str, template: str, token: bool) -> Route:
+    area = template.split("/")[1]
+    return Route(AREAS[area], API_PREFIX + template, public=not token)
+
+
+# Built once: resolving a request allocates little (one split for a templated path).
+_BY_TEMPLATE = {(method, template): _route(method, template, token) for method, template, token in PUBLIC_API}
+_LITERAL = {key: route for key, route in _BY_TEMPLATE.items() if "{" not in key[1]}
+# (method, area, segment count) -> [(segments, route)], a None segment being a parameter.
+_TEMPLATED: dict[tuple[str, str, int], list[tuple[tuple[str | None, ...], Route]]] = {}
+for (_method, _template), _r in _BY_TEMPLATE.items():
+    if "{" in _template:
+        _segments = tuple(None if s.startswith("{") else s for s in _template[1:].split("/"))
+        _TEMPLATED.setdefault((_method, _segments[0], len(_segments)), []).append((_segments, _r))
 
 
 def resolve(method: str, path: str) -> Route | None:
-    """The route for a service-side path (the request path without /api/v1), or None when no area serves it."""
-    route = _PUBLIC.get((method, path))
+    """The route for a service-side path (the request path without /api/v1), or None when the public API has none."""
+    route = _LITERAL.get((method, path))
     if route is not None:
         return route
-    end = path.find("/", 1)
-    routes = _AREA_ROUTES.get(path[1:] if end < 0 else path[1:end])
-    if routes is None or ("/." in path and _has_dot_segment(path)):
+    if not path.startswith("/"):
         return None
-    return routes[0] if end < 0 or end == len(path) - 1 else routes[1]
+    segments = path[1:].split("/")
+    candidates = _TEMPLATED.get((method, segments[0], len(segments)))
+    if not candidates:
+        return None
+    # "/bags/../users" must not be re-routed by URL normalisation after the route was chosen.
+    if any(s in ("", ".", "..") for s in segments):
+        return None
+    for pattern, route in candidates:
+        if all(p is None or p == s for p, s in zip(pattern, segments)):
+            return route
+    return None
 
 
-def _has_dot_segment(path: str) -> bool:
-    # "/bags/../users" must not be re-routed by URL normalisation after the area was chosen.
-    return any(segment in (".", "..") for segment in path.split("/"))
+def template_route(method: str, template: str) -> Route | None:
+    """The route a service's own OpenAPI path template names, if it is part of the public API."""
+    return _BY_TEMPLATE.get((method, template))

@@ -24,6 +24,9 @@ log = logging.getLogger("bagtrack.security")
 
 ALGORITHMS = ("EdDSA",)  # fixed: never taken from the token header
 ROLES = ("admin", "biller", "dispatcher")
+# An access token is ~500 characters; anything far longer is refused before it is parsed or remembered
+# (the gateway refuses an Authorization header past GATEWAY_MAX_AUTHORIZATION_BYTES before this).
+MAX_TOKEN_CHARS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +47,15 @@ JwksSource = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class TokenVerifier:
-    """Verifies access tokens, remembering each verified Authorization value until its token expires.
+    """Verifies access tokens, remembering each verified token until it expires.
 
     An Ed25519 check costs ~0.17 ms here and a scanner sends the same token every second for 15 minutes.
-    The memo is keyed by the exact header value (a tampered token is a different key) and an entry dies
-    at the token's `exp`, so it accepts nothing the verifier would refuse, except a token signed by a
-    key removed from the JWKS since, which the key cache itself also keeps trusting until it refreshes.
+    The memo is keyed by the normalised token (what follows the scheme, whitespace stripped), never by the
+    raw header: padding `Bearer` with a megabyte of spaces must not pin a megabyte per entry. A tampered
+    token is a different key, a token longer than MAX_TOKEN_CHARS is refused before the memo is looked at,
+    and an entry dies at the token's `exp`, so the memo accepts nothing the verifier would refuse, except a
+    token signed by a key removed from the JWKS since, which the key cache itself also keeps trusting until
+    it refreshes.
     """
 
     def __init__(self, *, issuer: str, audience: str, jwks_source: JwksSource, cache_seconds: float = 600.0,
@@ -99,22 +105,22 @@ class TokenVerifier:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller named by an `Authorization: Bearer` value; Unauthorized (401) on any defect."""
-        if authorization is not None:
-            hit = self._memo.get(authorization)
-            if hit is not None and hit[0] > time.time():
-                return hit[1]
-        principal, expires = await self._verify(bearer_token(authorization))
+        token = bearer_token(authorization)
+        hit = self._memo.get(token)
+        if hit is not None and hit[0] > time.time():
+            return hit[1]
+        principal, expires = await self._verify(token)
         if self._memo_size:
-            self._remember(authorization, expires, principal)
+            self._remember(token, expires, principal)
         return principal
 
-    def _remember(self, authorization: str, expires: float, principal: Principal) -> None:
+    def _remember(self, token: str, expires: float, principal: Principal) -> None:
         if len(self._memo) >= self._memo_size:
             now = time.time()
             self._memo = {k: v for k, v in self._memo.items() if v[0] > now}
             if len(self._memo) >= self._memo_size:
                 self._memo.clear()
-        self._memo[authorization] = (expires, principal)
+        self._memo[token] = (expires, principal)
 
     async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
@@ -154,12 +160,18 @@ class TokenVerifier:
 
 
 def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` value, whitespace stripped; Unauthorized otherwise."""
     if not authorization:
         raise Unauthorized("missing access token")
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer":
         raise Unauthorized("expected 'Authorization: Bearer <token>'")
-    return token.strip()
+    token = token.strip()
+    if not token:
+        raise Unauthorized("expected 'Authorization: Bearer <token>'")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthorized("access token too long")
+    return token
 
 
 async def current_principal(request: Request) -> Principal:

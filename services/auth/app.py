@@ -1,4 +1,4 @@
-"""Auth service: users, roles, login with lockout, rotated refresh tokens, JWKS."""
+"""Auth service: users, roles, login with failure throttles and lockout, rotated refresh tokens, JWKS."""
 from __future__ import annotations
 
 import logging

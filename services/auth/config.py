@@ -20,11 +20,21 @@ class Settings(ServiceSettings):
     access_token_ttl: int = Field(900, ge=60, le=3600)
     refresh_token_ttl: int = Field(14 * 24 * 3600, ge=300)
 
-    lockout_threshold: int = Field(5, ge=1)
+    # Wrong passwords for one username from one client address (a pair) within the window (seconds) after which
+    # that pair gets 429 + Retry-After until the window ends; known and unknown usernames alike.
+    login_failures_per_client: int = Field(5, ge=1)
+    login_failure_window: float = Field(900, gt=0)
+    # The ceiling across every client: this many wrong passwords for one account within lockout_window_minutes lock
+    # it for lockout_minutes (or until an admin unlocks it). A locked account answers like an unknown username.
+    lockout_threshold: int = Field(50, ge=1)
+    lockout_window_minutes: float = Field(60, gt=0)
     lockout_minutes: float = Field(15, gt=0)
-    login_limit_per_username: int = Field(10, ge=1)
+    # Every login attempt from one client address (a shift may log in from one NAT address).
     login_limit_per_ip: int = Field(100, ge=1)
     login_limit_window: float = Field(60, gt=0)
+    # Wrong current passwords on POST /users/me/password per user within the window (seconds) before 429.
+    password_change_failures: int = Field(5, ge=1)
+    password_change_window: float = Field(900, gt=0)
     max_dispatchers_per_area: int = Field(10, ge=1)
 
     # OWASP's argon2id minimum (m=19 MiB, t=2, p=1); hashing runs off the event loop, a few at a time.

@@ -5,7 +5,7 @@ import zlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, or_, select, update
+from sqlalchemy import case, delete, func, insert, null, or_, select, update
 
 from services.auth.models import RefreshToken, User
 from shared.db import Conn, Row
@@ -88,16 +88,21 @@ async def delete_user(work: UnitOfWork, user_id: int) -> None:
 
 
 async def record_failed_login(work: UnitOfWork, user_id: int, now: datetime, *, threshold: int,
-                              lock_until: datetime) -> None:
-    """Count a failure atomically; the failure that reaches the threshold locks the account (and restarts the
-    count). A failure that read the account before a concurrent one locked it counts nothing: the lock is set once,
-    and no failure carries over to after it."""
+                              window_start: datetime, lock_until: datetime) -> None:
+    """Count a failure atomically in the account's current window; a window that began at or before
+    `window_start` has run out, and this failure starts a new one. The failure that reaches the threshold locks the
+    account (and restarts the count). A failure that read the account before a concurrent one locked it counts
+    nothing: the lock is set once, and no failure carries over to after it."""
+    fresh = or_(users.c.failures_since.is_(None), users.c.failures_since <= window_start)
+    count = case((fresh, 1), else_=users.c.failed_logins + 1)
+    locks = count >= threshold
     await work.execute(
         update(users)
         .where(users.c.id == user_id, _not_locked(now))
         .values(
-            locked_until=case((users.c.failed_logins + 1 >= threshold, lock_until), else_=users.c.locked_until),
-            failed_logins=case((users.c.failed_logins + 1 >= threshold, 0), else_=users.c.failed_logins + 1),
+            locked_until=case((locks, lock_until), else_=users.c.locked_until),
+            failed_logins=case((locks, 0), else_=count),
+            failures_since=case((locks, null()), (fresh, now), else_=users.c.failures_since),
         )
     )
 
@@ -105,7 +110,7 @@ async def record_failed_login(work: UnitOfWork, user_id: int, now: datetime, *, 
 async def record_successful_login(work: UnitOfWork, user_id: int, now: datetime, *,
                                   password_hash: str | None = None) -> bool:
     """Reset the failure count, unless the account was locked meanwhile (then False: the lock stands)."""
-    values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login_at": now}
+    values: dict[str, Any] = {"failed_logins": 0, "failures_since": None, "locked_until": None, "last_login_at": now}
     if password_hash:
         values["password_hash"] = password_hash
     return await work.execute(update(users).where(users.c.id == user_id, _not_locked(now)).values(**values)) == 1

@@ -1,4 +1,4 @@
-"""The auth service's rules: login with lockout, token rotation, user administration.
+"""The auth service's rules: login with failure throttles and lockout, token rotation, user administration.
 
 Every write goes through the one unit of work (shared.unit_of_work.run_write). Password hashing runs before
 or after it, never inside: a transaction (and its pooled connection) is held for milliseconds, not for an
@@ -11,7 +11,7 @@ import hmac
 import logging
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import jwt
@@ -24,6 +24,7 @@ from services.auth.config import Settings
 from services.auth.keys import SigningKey
 from services.auth.passwords import Passwords, password_problems
 from services.auth.schemas import TokenPair, UserCreate, UserUpdate
+from services.auth.throttle import FailureThrottle
 from shared.cache import Cache
 from shared.db import Database, Row
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound, ProblemError, Unauthorized
@@ -37,10 +38,6 @@ log = logging.getLogger("bagtrack.auth")
 INVALID_CREDENTIALS = "invalid username or password"
 
 
-class AccountLocked(ProblemError):
-    status, slug = 423, "account-locked"
-
-
 @dataclass
 class AuthContext:
     """What the rules need beyond the request; built once at start-up."""
@@ -50,6 +47,17 @@ class AuthContext:
     cache: Cache
     passwords: Passwords
     keys: SigningKey
+    login_failures: FailureThrottle = field(init=False)  # per (username, client address)
+    password_change_failures: FailureThrottle = field(init=False)  # per user
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.login_failures = FailureThrottle(
+            self.cache, "login:fail", limit=settings.login_failures_per_client,
+            window=settings.login_failure_window, what="failed logins")
+        self.password_change_failures = FailureThrottle(
+            self.cache, "password:fail", limit=settings.password_change_failures,
+            window=settings.password_change_window, what="wrong current passwords")
 
     async def write(self, action, **options):
         """Run `action(work)` through the unit of work on auth's database and cache."""
@@ -86,29 +94,42 @@ async def first_admin(app: FastAPI) -> None:
 # --- login and tokens -------------------------------------------------------------------------------
 
 async def authenticate(*, ctx: AuthContext, username: str, password: str, client_ip: str) -> TokenPair:
-    """Check credentials under rate limits and lockout; on success issue a new token family."""
+    """Check credentials under the rate limit, the failure throttle and the lockout; on success issue a new token
+    family.
+
+    - Every attempt from one client address counts against login_limit_per_ip a login_limit_window (429).
+    - Wrong passwords count per (lower-cased username, client address): after login_failures_per_client in
+      login_failure_window that pair gets 429 + Retry-After until the window ends, whatever the password. The
+      count, the answer and its headers are the same for known and unknown usernames; other clients are not
+      affected, so nobody can shut an account out from their own address.
+    - Wrong passwords for a known account also count across every client: lockout_threshold of them within
+      lockout_window_minutes lock it (users.locked_until) for lockout_minutes, or until an admin unlocks it
+      (PATCH /users/{id} {"unlock": true}, or `python -m services.auth.cli unlock --username X`).
+    - A locked account answers exactly as an unknown username does at the same point: 401 "invalid username or
+      password" for a right or a wrong password (one argon2 verification either way), and each attempt counts
+      against the pair like a wrong password. The lock is visible only to admins (GET /users/{id}: locked_until).
+    """
     settings = ctx.settings
-    window = settings.login_limit_window
-    await hit(ctx.cache, f"login:ip:{client_ip}", limit=settings.login_limit_per_ip, window=window,
-              what="login attempts from this address")
-    await hit(ctx.cache, f"login:user:{username.lower()}", limit=settings.login_limit_per_username, window=window,
-              what="login attempts for this user")
+    await hit(ctx.cache, f"login:ip:{client_ip}", limit=settings.login_limit_per_ip,
+              window=settings.login_limit_window, what="login attempts from this address")
+    pair = f"{username.lower()}|{client_ip}"
+    await ctx.login_failures.check(pair)
 
     async with ctx.db.read() as conn:
         user = await repo.get_user_by_username(conn, username)
     # Unknown users are verified against a dummy hash: both paths cost one argon2 verification.
     password_ok = await ctx.passwords.verify(user["password_hash"] if user else None, password)
-    if user is None:
-        raise Unauthorized(INVALID_CREDENTIALS)
     now = utcnow()
-    _check_not_locked(user["locked_until"], now)
-    if not password_ok:
+    if user is not None and not password_ok:
         async def count_failure(work: UnitOfWork) -> None:
-            await repo.record_failed_login(work, user["id"], now, threshold=settings.lockout_threshold,
-                                           lock_until=now + timedelta(minutes=settings.lockout_minutes))
+            await repo.record_failed_login(
+                work, user["id"], now, threshold=settings.lockout_threshold,
+                window_start=now - timedelta(minutes=settings.lockout_window_minutes),
+                lock_until=now + timedelta(minutes=settings.lockout_minutes))
 
         await ctx.write(count_failure)
-        raise Unauthorized(INVALID_CREDENTIALS)
+    if user is None or not password_ok or _locked(user["locked_until"], now):
+        await _refuse_login(ctx, pair)
     if not user["is_active"]:
         raise Forbidden("account is deactivated; ask an admin")
     new_hash = await ctx.passwords.hash(password) if ctx.passwords.needs_rehash(user["password_hash"]) else None
@@ -118,20 +139,21 @@ async def authenticate(*, ctx: AuthContext, username: str, password: str, client
             return None  # locked by a concurrent failure since we read the row: the lock stands
         return await _issue_tokens(work, ctx, user, family_id=None, now=now)
 
-    pair = await ctx.write(sign_in)
-    if pair is None:
-        async with ctx.db.read() as conn:
-            _check_not_locked((await repo.get_user(conn, user["id"]))["locked_until"], now)
-        raise Unauthorized(INVALID_CREDENTIALS)
-    return pair
+    pair_of_tokens = await ctx.write(sign_in)
+    if pair_of_tokens is None:
+        await _refuse_login(ctx, pair)
+    return pair_of_tokens
 
 
-def _check_not_locked(locked_until: datetime | None, now: datetime) -> None:
+async def _refuse_login(ctx: AuthContext, pair: str) -> None:
+    """The one refusal of bad credentials, a locked account and an unknown username: counted, then 401."""
+    await ctx.login_failures.failed(pair)
+    raise Unauthorized(INVALID_CREDENTIALS)
+
+
+def _locked(locked_until: datetime | None, now: datetime) -> bool:
     locked_until = as_utc(locked_until)
-    if locked_until and locked_until > now:
-        minutes = max(1, round((locked_until - now).total_seconds() / 60))
-        raise AccountLocked(f"account locked after repeated failed logins; try again in {minutes} min "
-                            "or ask an admin to unlock it")
+    return bool(locked_until and locked_until > now)
 
 
 async def rotate_refresh_token(*, ctx: AuthContext, raw_token: str) -> TokenPair:
@@ -251,7 +273,7 @@ async def update_user(*, ctx: AuthContext, actor: Principal, user_id: int, chang
                 raise Conflict(f"email {changes.email!r} is already registered")
             values["email"] = changes.email.lower()
         if changes.unlock:
-            values.update(failed_logins=0, locked_until=None)
+            values.update(failed_logins=0, failures_since=None, locked_until=None)
         if user["is_active"] and not new_active:
             # Sessions carry the old role/area until their next refresh; a deactivated user gets none.
             await repo.revoke_user_tokens(work, user["id"], utcnow())
@@ -272,12 +294,30 @@ async def delete_user(*, ctx: AuthContext, actor: Principal, user_id: int) -> No
     await ctx.write(delete)
 
 
+async def unlock_user(*, ctx: AuthContext, username: str) -> Row:
+    """Lift a lockout and reset the failure count (the shell's twin of PATCH /users/{id} {"unlock": true})."""
+
+    async def unlock(work: UnitOfWork) -> Row:
+        user = await repo.get_user_by_username(work.conn, username)
+        if user is None:
+            raise NotFound(f"user {username!r} not found")
+        return await repo.update_user(work, user["id"], {"failed_logins": 0, "failures_since": None,
+                                                         "locked_until": None})
+
+    return await ctx.write(unlock)
+
+
 async def change_password(*, ctx: AuthContext, principal: Principal, current: str, new: str) -> None:
+    """Change your own password. Wrong current passwords are throttled per user (password_change_failures in
+    password_change_window, then 429 + Retry-After) and never count towards the login lockout: a stolen access
+    token can neither guess the password quickly nor lock its owner out."""
+    await ctx.password_change_failures.check(str(principal.user_id))
     async with ctx.db.read() as conn:
         user = await repo.get_user(conn, principal.user_id)
     if user is None:
         raise Unauthorized("account no longer exists")
     if not await ctx.passwords.verify(user["password_hash"], current):
+        await ctx.password_change_failures.failed(str(principal.user_id))
         raise Forbidden("current password is wrong")
     _check_password(new)
     if new == current:

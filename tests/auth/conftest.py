@@ -26,6 +26,8 @@ def make_settings(backend, **overrides) -> Settings:
         argon2_time_cost=1, argon2_memory_kib=1024,
         admin_username=ADMIN[0], admin_password=ADMIN[1],
         login_limit_per_ip=40, max_dispatchers_per_area=2,
+        # A small per-account ceiling: above the per-(username, client) limit of 5, reachable from two addresses.
+        lockout_threshold=8,
     )
     values.update(overrides)
     return Settings(**values)
@@ -51,8 +53,16 @@ class AuthApi:
     def app(self):
         return self.client.app
 
-    def login(self, username: str, password: str = PASSWORD):
-        return self.client.post("/auth/login", json={"username": username, "password": password})
+    def login(self, username: str, password: str = PASSWORD, *, client: str | None = None):
+        """Log in from the test client, or from the client address `client` (another peer on the same app)."""
+        http = self.client if client is None else self.from_address(client)
+        return http.post("/auth/login", json={"username": username, "password": password})
+
+    def from_address(self, address: str) -> TestClient:
+        """A client on the same running app (same event loop, same lifespan) whose peer address is `address`."""
+        other = TestClient(self.app, client=(address, 50000))
+        other.portal = self.client.portal
+        return other
 
     def token(self, username: str, password: str = PASSWORD) -> str:
         response = self.login(username, password)

@@ -1,10 +1,12 @@
 import pytest
 
 from services.auth import service
+from services.auth.models import User
 from services.auth.schemas import UserUpdate
 from shared.errors import Conflict
 from shared.security import Principal
 from tests.auth.conftest import ADMIN, PASSWORD
+from tests.support import db_session
 
 
 def test_admin_creates_a_dispatcher_and_a_biller_who_each_see_themselves(api):
@@ -170,3 +172,22 @@ def test_change_password_checks_the_current_one_and_the_policy(api):
     assert ok.status_code == 204
     assert api.client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}).status_code == 401
     assert api.login("bill1", "N3w!passw").status_code == 200
+
+
+def _change_password(api, headers, current: str, new: str = "N3w!passw"):
+    return api.client.post("/users/me/password", headers=headers, json={"current_password": current, "new_password": new})
+
+
+def test_wrong_current_passwords_are_throttled_per_user_and_never_lock(api):
+    api.create_user("bill1")
+    api.create_user("bill2")
+    headers, other = api.as_(api.token("bill1")), api.as_(api.token("bill2"))
+    for _ in range(5):
+        assert _change_password(api, headers, "Nope!1234").status_code == 403
+    throttled = _change_password(api, headers, PASSWORD)  # the right one too, until the window ends
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+    assert _change_password(api, other, "Nope!1234").status_code == 403  # another user is not affected
+    with db_session(api.app) as session:
+        user = session.query(User).filter_by(username_key="bill1").one()
+        assert user.failed_logins == 0 and user.locked_until is None
+    assert api.login("bill1").status_code == 200  # and login is untouched

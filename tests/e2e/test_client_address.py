@@ -27,7 +27,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     """Its own system: SQLite and in-process counters (a fresh budget for every address), a small per-IP limit."""
     var_dir = tmp_path_factory.mktemp("client-address")
     env = {"BAGTRACK_VAR_DIR": str(var_dir), "DATABASE_URL": "", "REDIS_URL": "", "LOG_LEVEL": "WARNING",
-           "AUTH_LOGIN_LIMIT_PER_IP": str(LIMIT), "AUTH_LOGIN_LIMIT_PER_USERNAME": "1000"}
+           "AUTH_LOGIN_LIMIT_PER_IP": str(LIMIT)}
     system = Stack(ports={name: free_port() for name in (*SERVICES, "gateway")}, env=env, log_dir=var_dir / "log")
     system.migrate()
     system.start()

@@ -2,6 +2,8 @@
 
 Serves auth's JWKS (from FAKE_JWKS), /ready, and a catch-all that echoes the request; a path ending in
 /slow sleeps, /fail answers 500, /sick 503, /big streams ?size= bytes, /drip sends one chunk and waits for /control/release.
+Its /openapi.json is a fixed document shaped like the services' (see OPENAPI).
+Every X-Probe header value it receives is kept; GET /control/probes lists them (what reached the upstream).
 """
 from __future__ import annotations
 
@@ -13,12 +15,33 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+_OPERATION = {"responses": {"200": {"description": "OK"}}}
+# A public route (token and no token), a service-to-service route and a probe, as the services' documents have them.
+OPENAPI = {
+    "openapi": "3.1.0", "info": {"title": "fake", "version": "1"},
+    "paths": {"/auth/login": {"post": _OPERATION}, "/bags/{qr_id}": {"get": _OPERATION, "delete": _OPERATION},
+              "/bills/parents/{parent_qr}": {"get": _OPERATION}, "/ready": {"get": _OPERATION}},
+}
 
 
 def create_app() -> FastAPI:
     jwks = json.loads(os.environ["FAKE_JWKS"])
     released = asyncio.Event()
-    app = FastAPI()
+    probes: list[str] = []
+    app = FastAPI(openapi_url=None)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> dict:
+        return OPENAPI
+
+    @app.middleware("http")
+    async def record_probes(request: Request, call_next):
+        probes.extend(v for k, v in request.headers.items() if k == "x-probe")
+        return await call_next(request)
+
+    @app.get("/control/probes")
+    async def seen_probes() -> list[str]:
+        return probes
 
     @app.get("/auth/jwks")
     async def jwks_route() -> dict:

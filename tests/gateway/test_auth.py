@@ -71,8 +71,15 @@ def test_public_routes_need_no_token(client, method, path):
     assert response.status_code == 200, response.text
 
 
-def test_public_route_with_other_method_needs_a_token(client):
-    assert_unauthorized(client.get("/api/v1/auth/login"))
+def test_public_route_with_other_method_is_not_forwarded(client):
+    # GET /auth/login is no route of the public API: 404 from the gateway, with or without a token.
+    response = client.get("/api/v1/auth/login")
+    assert response.status_code == 404 and response.json()["type"] == "urn:bagtrack:problem:not-found"
+
+
+def test_other_auth_routes_need_a_token(client):
+    assert_unauthorized(client.post("/api/v1/auth/logout"))
+    assert_unauthorized(client.get("/api/v1/auth/me"))
 
 
 def test_jwks_through_gateway_is_auths(client, signing_key):

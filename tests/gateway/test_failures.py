@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import httpx
+import pytest
 
 
 def test_slow_upstream_is_504_within_the_timeout(client, auth):
     started = time.perf_counter()
-    response = client.get("/api/v1/dashboard/trends/slow?seconds=8", headers=auth)
+    response = client.get("/api/v1/bags/slow?seconds=8", headers=auth)
     assert response.status_code == 504
     assert response.json()["type"] == "urn:bagtrack:problem:upstream-timeout"
     assert time.perf_counter() - started < 5  # the timeout is 1 s; the upstream would take 8
@@ -17,7 +19,7 @@ def test_slow_upstream_is_504_within_the_timeout(client, auth):
 
 def test_slow_upstream_does_not_hold_up_other_routes(client, auth):
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(client.get, "/api/v1/dashboard/activity/slow?seconds=8", headers=auth)
+        slow = pool.submit(client.get, "/api/v1/users/slow?seconds=8", headers=auth)
         time.sleep(0.1)
         assert client.get("/api/v1/bags", headers=auth).status_code == 200
         assert not slow.done()
@@ -25,13 +27,21 @@ def test_slow_upstream_does_not_hold_up_other_routes(client, auth):
 
 
 def test_upstream_5xx_is_passed_through(client, auth):
-    response = client.get("/api/v1/dashboard/lookup/fail", headers=auth)
+    response = client.get("/api/v1/bags/fail", headers=auth)
     assert response.status_code == 500
     assert response.json() == {"detail": "upstream exploded"}
 
 
-def test_unreachable_upstream_is_503_with_retry_after(client, auth):
-    response = client.post("/api/v1/bills", headers=auth, json={"capacity": 3})
+@pytest.fixture(scope="module")
+def scanning_down(start_gateway, dead_url) -> Iterator[httpx.Client]:
+    """A gateway whose scanning upstream is unreachable (connections refused); auth is the fake."""
+    gateway = start_gateway(SCANNING_URL=dead_url)
+    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        yield http
+
+
+def test_unreachable_upstream_is_503_with_retry_after(scanning_down, auth):
+    response = scanning_down.post("/api/v1/scans/parent", headers=auth, json={"qr": "SB00001"})
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) >= 1
     problem = response.json()
@@ -39,38 +49,38 @@ def test_unreachable_upstream_is_503_with_retry_after(client, auth):
     assert problem["request_id"] == response.headers["x-request-id"]
 
 
-def test_breaker_opens_on_an_unreachable_upstream_and_then_refuses_at_once(client, auth):
-    details = [client.get("/api/v1/bills", headers=auth).json()["detail"] for _ in range(6)]
+def test_breaker_opens_on_an_unreachable_upstream_and_then_refuses_at_once(scanning_down, auth):
+    details = [scanning_down.get("/api/v1/bags", headers=auth).json()["detail"] for _ in range(6)]
     assert "circuit open" in details[-1]
     started = time.perf_counter()
-    response = client.get("/api/v1/bills/BILL-1", headers=auth)
+    response = scanning_down.get("/api/v1/bags/SB00001", headers=auth)
     assert response.status_code == 503 and "circuit open" in response.json()["detail"]
     assert int(response.headers["retry-after"]) >= 1
     assert time.perf_counter() - started < 0.5
-    assert client.get("/ready").json()["upstreams"]["billing"]["breaker"] == "open"
-    assert client.get("/api/v1/bags", headers=auth).status_code == 200  # other upstreams unaffected
+    assert scanning_down.get("/ready").json()["upstreams"]["scanning"]["breaker"] == "open"
+    assert scanning_down.get("/api/v1/users", headers=auth).status_code == 200  # other upstreams unaffected
 
 
 def test_poisoned_requests_never_open_a_breaker(client, auth):
     """50 requests that make an upstream answer 500 (a bug one client can trigger, as a NUL byte once did)
     leave it reachable for everyone else."""
-    assert {client.get("/api/v1/dashboard/stats/fail", headers=auth).status_code for _ in range(50)} == {500}
-    assert client.get("/api/v1/dashboard/stats", headers=auth).status_code == 200
-    assert client.get("/ready").json()["upstreams"]["dashboard"]["breaker"] == "closed"
+    assert {client.get("/api/v1/bags/fail", headers=auth).status_code for _ in range(50)} == {500}
+    assert client.get("/api/v1/bags", headers=auth).status_code == 200
+    assert client.get("/ready").json()["upstreams"]["scanning"]["breaker"] == "closed"
 
 
 def test_breaker_opens_on_the_upstreams_own_503s_then_half_opens_and_closes(start_gateway, auth):
     gateway = start_gateway(GATEWAY_BREAKER_MIN_CALLS="3", GATEWAY_BREAKER_RESET_TIMEOUT="1",
                             GATEWAY_BREAKER_PROBES="1")
     with httpx.Client(base_url=gateway.url, timeout=10) as http:
-        assert [http.get("/api/v1/dashboard/stats/sick", headers=auth).status_code for _ in range(3)] == [503] * 3
-        refused = http.get("/api/v1/dashboard/stats", headers=auth)
+        assert [http.get("/api/v1/bags/sick", headers=auth).status_code for _ in range(3)] == [503] * 3
+        refused = http.get("/api/v1/bags", headers=auth)
         assert refused.status_code == 503 and "circuit open" in refused.json()["detail"]
-        assert http.get("/api/v1/bags", headers=auth).status_code == 200
+        assert http.get("/api/v1/users", headers=auth).status_code == 200
         time.sleep(1.1)  # reset_timeout: the next call is the half-open probe
-        assert http.get("/api/v1/dashboard/stats", headers=auth).status_code == 200
-        assert http.get("/ready").json()["upstreams"]["dashboard"]["breaker"] == "closed"
-        assert http.get("/api/v1/dashboard/stats", headers=auth).status_code == 200
+        assert http.get("/api/v1/bags", headers=auth).status_code == 200
+        assert http.get("/ready").json()["upstreams"]["scanning"]["breaker"] == "closed"
+        assert http.get("/api/v1/bags", headers=auth).status_code == 200
 
 
 def test_tokens_cannot_be_checked_while_auth_is_down_is_503_not_401(start_gateway, dead_url, auth):

@@ -42,7 +42,7 @@ def test_metrics_use_route_templates_not_raw_ids(client, auth):
     client.get("/api/v1/nowhere/QR77777", headers=auth)
     client.get("/health")
     text = client.get("/metrics").text
-    assert 'route="/api/v1/bags/{path}"' in text
+    assert 'route="/api/v1/bags/{qr_id}"' in text
     assert 'route="/health"' in text and 'route="unmatched"' in text
     assert "SB99999" not in text and "QR77777" not in text
     assert 'bagtrack_circuit_breaker_open{service="gateway",upstream="billing"}' in text

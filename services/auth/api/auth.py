@@ -8,7 +8,7 @@ from services.auth.deps import ClientIp, ContextDep, CurrentUser
 from services.auth.schemas import LoginIn, RefreshIn, TokenPair, UserPublic
 from shared.errors import problem_responses
 
-router = APIRouter(prefix="/auth", tags=["auth"], responses=problem_responses(400, 401, 403, 422, 423, 429, 503))
+router = APIRouter(prefix="/auth", tags=["auth"], responses=problem_responses(400, 401, 403, 422, 429, 503))
 
 
 # Token answers must never sit in a cache (a browser's, a proxy's).

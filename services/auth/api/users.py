@@ -12,7 +12,7 @@ from shared.errors import Forbidden, problem_responses
 from shared.pagination import Page, cursor_position, page_of
 from shared.params import Area, Cursor, Limit, Username
 
-router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
+router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(400, 401, 403, 404, 409, 422, 429, 503))
 
 UserId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
