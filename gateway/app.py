@@ -16,7 +16,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     proxy = Proxy(settings.max_body_bytes, max_header_bytes=settings.max_header_bytes,
                   max_headers_total_bytes=settings.max_headers_total_bytes,
-                  max_authorization_bytes=settings.max_authorization_bytes)
+                  max_authorization_bytes=settings.max_authorization_bytes,
+                  body_stall_timeout=settings.body_stall_timeout)
     app = create_service_app(settings, title="bagtrack gateway", routers=[ops.router],
                              upstreams=settings.upstream_urls(), on_startup=[proxy.attach],
                              readiness=ops.upstream_readiness, front=(API_PREFIX + "/", proxy), own_docs=False)

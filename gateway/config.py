@@ -16,6 +16,9 @@ class GatewaySettings(CommonSettings):
     dashboard_url: str = Field(default_url("dashboard"), validation_alias=AliasChoices("DASHBOARD_URL"))
 
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    # A request body of which nothing arrives for this long is cut off with 408 (slow clients; streamed responses
+    # are not affected: this is about reading the request).
+    body_stall_timeout: float = Field(30.0, gt=0, le=600)
     # Request headers under /api/v1, checked before authentication and before anything is forwarded:
     # one header (name + value) or all of them together past these is a 431; an Authorization past its own
     # limit is a 401 (an access token is ~500 bytes).

@@ -47,6 +47,10 @@ class HeaderTooLarge(ProblemError):
         super().__init__(detail, headers=dict(_CLOSE))
 
 
+class BodyStalled(Exception):
+    """No part of the request body arrived for `body_stall_timeout` seconds."""
+
+
 class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
@@ -56,8 +60,10 @@ class Proxy:
     app lifespan."""
 
     def __init__(self, max_body_bytes: int, *, max_header_bytes: int = 8 * 1024,
-                 max_headers_total_bytes: int = 32 * 1024, max_authorization_bytes: int = 4 * 1024) -> None:
+                 max_headers_total_bytes: int = 32 * 1024, max_authorization_bytes: int = 4 * 1024,
+                 body_stall_timeout: float = 30.0) -> None:
         self.max_body_bytes = max_body_bytes
+        self.body_stall_timeout = body_stall_timeout
         self.max_header_bytes = max_header_bytes
         self.max_headers_total_bytes = max_headers_total_bytes
         self.max_authorization_bytes = max_authorization_bytes
@@ -103,9 +109,13 @@ class Proxy:
                 return await self._too_large(send)
         if chunked or (content_length is not None and content_length != b"0"):
             try:
-                body = await read_body(receive, self.max_body_bytes)
+                body = await read_body(receive, self.max_body_bytes, stall=self.body_stall_timeout)
             except BodyTooLarge:
                 return await self._too_large(send)
+            except BodyStalled:
+                # A slow-loris body holds a connection and a task: cut it off (the rest would never be parsed).
+                return await send_problem(send, 408, f"request body stalled for {self.body_stall_timeout:g} s",
+                                          slug="request-timeout", headers=_CLOSE)
             except ClientGone:
                 return
 
@@ -192,12 +202,16 @@ def upstream_target(scope, path: str) -> str:
     return f"{target}?{query.decode('latin-1')}" if query else target
 
 
-async def read_body(receive, limit: int) -> bytes:
-    """The whole request body, refused as soon as it passes `limit` bytes."""
+async def read_body(receive, limit: int, *, stall: float = 30.0) -> bytes:
+    """The whole request body, refused as soon as it passes `limit` bytes or no part of it comes for `stall` s."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(stall):
+                message = await receive()
+        except TimeoutError:
+            raise BodyStalled from None
         if message["type"] == "http.disconnect":
             raise ClientGone
         chunk = message.get("body", b"")

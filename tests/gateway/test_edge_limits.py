@@ -143,3 +143,16 @@ def test_service_to_service_route_is_absent_from_openapi(start_gateway, fake_ups
     assert paths["/api/v1/bags/{qr_id}"]["get"]["security"] == [{"bearer": []}]
     assert "security" not in paths["/api/v1/auth/login"]["post"]
     assert not any(path.endswith("/ready") for path in paths)
+
+
+def test_a_request_body_that_stalls_is_cut_off_with_408(start_gateway, auth, fake_upstream):
+    gateway = start_gateway(GATEWAY_BODY_STALL_TIMEOUT="0.5")
+    host, port = urlsplit(gateway.url).hostname, urlsplit(gateway.url).port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall((f"POST /api/v1/scans/parent HTTP/1.1\r\nHost: x\r\nAuthorization: {auth['Authorization']}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n" + '{"qr_id": ').encode())
+        received = b""
+        while chunk := sock.recv(65536):  # the gateway answers and closes; the rest of the body never comes
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 408"), received[:200]
+    assert b"connection: close" in received.lower()
