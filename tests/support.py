@@ -5,6 +5,7 @@ import asyncio
 import os
 import socket
 import threading
+import time
 from contextlib import closing, contextmanager
 from typing import Iterator
 
@@ -129,3 +130,19 @@ class TcpProxy:
     def close(self) -> None:
         self.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def wait_for_lock_waiters(app, count: int = 1, timeout: float = 10.0) -> None:
+    """Until `count` of the app's own sessions on its database wait on a lock: the requests a test sent have
+    reached the rows it holds from another connection (how race tests order steps without sleeping)."""
+    name = f"bagtrack-{app.state.settings.service_name}"
+    deadline = time.monotonic() + timeout
+    with db_session(app) as session:
+        while time.monotonic() < deadline:
+            waiting = session.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
+                "AND datname = current_database() AND wait_event_type = 'Lock'"), {"name": name})
+            if waiting >= count:
+                return
+            session.rollback()  # a fresh snapshot of pg_stat_activity
+    pytest.fail(f"{count} request(s) never queued on the held rows")

@@ -1,7 +1,6 @@
 """Races forced into their worst interleaving (PostgreSQL): the test holds the rows the requests need from a
 connection of its own, waits until every request is queued on them, then lets go. The rules must hold however the
 queue drains; nothing here depends on timing."""
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -11,7 +10,7 @@ from sqlalchemy import func, select, text
 from services.auth.models import RefreshToken, User
 from shared.timeutil import as_utc, utcnow
 from tests.auth.conftest import ADMIN, PASSWORD
-from tests.support import db_session
+from tests.support import db_session, wait_for_lock_waiters
 
 WRONG = "Wrong!pass1"
 
@@ -21,20 +20,6 @@ def pg_api(api):
     if api.app.state.db.dialect != "postgresql":
         pytest.skip("row locks held across connections are PostgreSQL's; SQLite serialises every write")
     return api
-
-
-def _wait_for_lock_waiters(api, count: int, timeout: float = 10.0) -> None:
-    """Until `count` of auth's own sessions on this database wait on a lock (they have reached the held rows)."""
-    deadline = time.monotonic() + timeout
-    with db_session(api.app) as session:
-        while time.monotonic() < deadline:
-            waiting = session.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bagtrack-auth' "
-                "AND datname = current_database() AND wait_event_type = 'Lock'"))
-            if waiting >= count:
-                return
-            session.rollback()  # a fresh snapshot of pg_stat_activity
-    pytest.fail(f"{count} requests never queued on the held rows")
 
 
 def _hold_user_rows(session, *usernames: str) -> None:
@@ -59,7 +44,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_active_admin(pg_api):
             pool.submit(api.client.patch, f"/users/{second['id']}", json={"role": "biller"}, headers=api.admin()),
             pool.submit(api.client.patch, f"/users/{first_id}", json={"role": "biller"}, headers=second_headers),
         ]
-        _wait_for_lock_waiters(api, 2)
+        wait_for_lock_waiters(api.app, 2)
         holder.commit()
         responses = [demotion.result(timeout=10) for demotion in demotions]
     assert sorted(r.status_code for r in responses) == [200, 409], [r.text for r in responses]
@@ -108,7 +93,7 @@ def test_parallel_wrong_passwords_lock_the_account_exactly_once(pg_api, lock_eve
         # Every attempt reads the account unlocked, then queues to count its failure.
         _hold_user_rows(holder, "bill1")
         logins = [pool.submit(api.login, "bill1", WRONG) for _ in range(attempts)]
-        _wait_for_lock_waiters(api, attempts)
+        wait_for_lock_waiters(api.app, attempts)
         holder.commit()
         statuses = [login.result(timeout=10).status_code for login in logins]
     assert statuses == [401] * attempts
@@ -129,9 +114,9 @@ def test_a_right_password_queued_behind_the_failure_that_locks_does_not_lift_the
     with db_session(api.app) as holder, ThreadPoolExecutor(2) as pool:
         _hold_user_rows(holder, "bill1")
         failure = pool.submit(api.login, "bill1", WRONG)
-        _wait_for_lock_waiters(api, 1)  # row-lock waiters are served in order: the failure writes first
+        wait_for_lock_waiters(api.app, 1)  # row-lock waiters are served in order: the failure writes first
         success = pool.submit(api.login, "bill1", PASSWORD)
-        _wait_for_lock_waiters(api, 2)
+        wait_for_lock_waiters(api.app, 2)
         holder.commit()
         failed, succeeded = failure.result(timeout=10), success.result(timeout=10)
     assert failed.status_code == 401

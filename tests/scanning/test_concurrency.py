@@ -1,14 +1,13 @@
 """Parallel scans from real threads; the database is checked afterwards, not just the answers."""
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from services.scanning.models import Bag, Scan
 from tests.scanning.conftest import ADMIN, JAIPUR, JAIPUR_2
-from tests.support import db_session
+from tests.support import db_session, wait_for_lock_waiters
 
 
 def _parallel(calls):
@@ -73,20 +72,6 @@ def _pg_only(api):
         pytest.skip("row locks across connections are PostgreSQL's; SQLite serialises every write")
 
 
-def _wait_until_blocked_on_a_lock(api, timeout: float = 10.0) -> None:
-    """Until one of scanning's own sessions waits on a lock (it has reached the row we hold)."""
-    deadline = time.monotonic() + timeout
-    with db_session(api.app) as session:
-        while time.monotonic() < deadline:
-            waiting = session.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bagtrack-scanning' "
-                "AND wait_event_type = 'Lock'"))
-            if waiting:
-                return
-            session.rollback()  # a fresh snapshot of pg_stat_activity
-    pytest.fail("the request never reached the locked row")
-
-
 def test_a_parent_deleted_while_a_child_is_being_linked_is_409_never_500(api):
     _pg_only(api)
     api.parent("SB00001")
@@ -94,7 +79,7 @@ def test_a_parent_deleted_while_a_child_is_being_linked_is_409_never_500(api):
         # Another dispatcher's child scan, paused inside its transaction while it holds the parent's row.
         parent = linker.execute(select(Bag).where(Bag.qr_id == "SB00001").with_for_update()).scalar_one()
         delete = pool.submit(api.client.delete, "/bags/SB00001", headers=api.headers(ADMIN))
-        _wait_until_blocked_on_a_lock(api)
+        wait_for_lock_waiters(api.app)
         linker.add(Bag(qr_id="CH-RACE1", type="child", status="completed", dispatch_area="jaipur",
                        child_count=0, capacity=0, parent_id=parent.id, created_by="12"))
         parent.child_count = 1
