@@ -19,6 +19,13 @@ class Settings(ServiceSettings):
     jwt_private_key_file: Path | None = None
     access_token_ttl: int = Field(900, ge=60, le=3600)
     refresh_token_ttl: int = Field(14 * 24 * 3600, ge=300)
+    # A refresh retried within this many seconds of the token's first use (its answer was lost: a dropped
+    # connection, a timeout) gets another successor in the same family instead of revoking it as reuse; every
+    # successor issued within the leeway stays valid. After it, a second use still revokes the family. 0: none.
+    refresh_reuse_leeway: float = Field(30, ge=0, le=300)
+    # Expired and revoked refresh tokens are deleted (hourly, in batches) once they have been expired or revoked
+    # this many hours: until then a replay is still recognised as reuse, or answered "expired" / "revoked".
+    refresh_purge_grace_hours: float = Field(24, ge=0)
 
     # Wrong passwords for one username from one client address (a pair) within the window (seconds) after which
     # that pair gets 429 + Retry-After until the window ends; known and unknown usernames alike.

@@ -139,6 +139,21 @@ async def mark_refresh_used(work: UnitOfWork, token_id: str, now: datetime) -> b
     ) == 1
 
 
+async def lock_family(work: UnitOfWork, family_id: str) -> None:
+    """Serialise every rotation and revocation of one token family (PostgreSQL: an advisory transaction lock;
+    SQLite's write transactions are serial already). Without it, a successor inserted by a concurrent rotation
+    could miss a revocation's UPDATE (its snapshot predates the insert) and outlive its revoked family."""
+    await serialize(work, f"refresh:family:{family_id}")
+
+
+async def delete_dead_refresh_tokens(work: UnitOfWork, before: datetime, *, batch: int) -> int:
+    """Delete up to `batch` refresh tokens that expired or were revoked before `before`; how many went."""
+    dead = (select(refresh_tokens.c.id)
+            .where(or_(refresh_tokens.c.expires_at < before, refresh_tokens.c.revoked_at < before))
+            .limit(batch))
+    return await work.execute(delete(refresh_tokens).where(refresh_tokens.c.id.in_(dead)))
+
+
 async def revoke_family(work: UnitOfWork, family_id: str, now: datetime) -> None:
     await work.execute(update(refresh_tokens)
                        .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))

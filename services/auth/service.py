@@ -31,7 +31,7 @@ from shared.errors import Conflict, Forbidden, InvalidInput, NotFound, ProblemEr
 from shared.ratelimit import hit
 from shared.security import Principal
 from shared.timeutil import as_utc, utcnow
-from shared.unit_of_work import UnitOfWork, run_write
+from shared.unit_of_work import PURGE_BATCH, UnitOfWork, run_write
 
 log = logging.getLogger("bagtrack.auth")
 
@@ -157,24 +157,50 @@ def _locked(locked_until: datetime | None, now: datetime) -> bool:
 
 
 async def rotate_refresh_token(*, ctx: AuthContext, raw_token: str) -> TokenPair:
-    """Exchange a refresh token for a new pair. Presenting an already-rotated token revokes its family."""
+    """Exchange a refresh token for a new pair in the same family.
+
+    A token presented again within refresh_reuse_leeway seconds of its first use is a retry whose answer was lost:
+    it gets another fresh successor (only hashes are stored, so the first one cannot be re-sent), and every
+    successor stays valid, whichever the client ends up holding. Presented again after the leeway, it is reuse: the
+    whole family is revoked. Expired and revoked tokens are refused either way.
+    """
+    leeway = timedelta(seconds=ctx.settings.refresh_reuse_leeway)
 
     async def rotate(work: UnitOfWork) -> TokenPair | Unauthorized:
         # A refusal that revokes is *returned*, so the revocation commits before the 401 is raised.
         token = await _find_refresh_token(work, raw_token)
-        now = utcnow()
         if token is None:
             return Unauthorized("invalid refresh token")
+        # One rotation or revocation of a family at a time; the row is read again under the lock, so every
+        # decision below sees whatever a concurrent request committed first (a first use, a revocation).
+        await repo.lock_family(work, token["family_id"])
+        token = await repo.get_refresh_token(work.conn, token["id"])
+        now = utcnow()
+        if token is None:
+            return Unauthorized("invalid refresh token")  # purged meanwhile
         if token["revoked_at"] is not None:
             return Unauthorized("refresh token revoked")
-        if token["used_at"] is None and as_utc(token["expires_at"]) <= now:
-            # Refused before it is claimed: a second try is "expired" again, not reuse that revokes the family.
-            # (A rotated token replayed after its expiry is still reuse, below.)
-            return Unauthorized("refresh token expired; log in again")
-        if token["used_at"] is not None or not await repo.mark_refresh_used(work, token["id"], now):
-            await repo.revoke_family(work, token["family_id"], now)
-            log.warning("refresh token reuse detected; family revoked", extra={"fields": {"user_id": token["user_id"]}})
-            return Unauthorized("refresh token reuse detected; this login's sessions are revoked, log in again")
+        expired = as_utc(token["expires_at"]) <= now
+        if token["used_at"] is None:
+            if expired:
+                # Refused before it is claimed: a second try is "expired" again, not reuse that revokes the family.
+                # (A rotated token replayed after its expiry is still reuse, below.)
+                return Unauthorized("refresh token expired; log in again")
+            if not await repo.mark_refresh_used(work, token["id"], now):
+                # Claimed or revoked by a concurrent request after all: judge what it committed.
+                token = await repo.get_refresh_token(work.conn, token["id"])
+                if token is None or token["revoked_at"] is not None:
+                    return Unauthorized("refresh token revoked")
+        if token["used_at"] is not None:
+            if now - as_utc(token["used_at"]) >= leeway:
+                await repo.revoke_family(work, token["family_id"], now)
+                log.warning("refresh token reuse detected; family revoked",
+                            extra={"fields": {"user_id": token["user_id"]}})
+                return Unauthorized("refresh token reuse detected; this login's sessions are revoked, log in again")
+            if expired:  # a retry, but too late: nothing is revoked, the successor already issued stays valid
+                return Unauthorized("refresh token expired; log in again")
+            log.info("refresh retried within the leeway; another successor issued",
+                     extra={"fields": {"user_id": token["user_id"]}})
         user = await repo.get_user(work.conn, token["user_id"])
         if user is None or not user["is_active"]:
             await repo.revoke_family(work, token["family_id"], now)
@@ -187,6 +213,32 @@ async def rotate_refresh_token(*, ctx: AuthContext, raw_token: str) -> TokenPair
     return outcome
 
 
+async def purge_refresh_tokens(*, ctx: AuthContext, batch: int = PURGE_BATCH) -> int:
+    """Delete refresh tokens expired or revoked more than refresh_purge_grace_hours ago, `batch` rows per
+    transaction (a backlog never becomes one long transaction among the logins); how many went, in all.
+
+    Used but unexpired tokens stay: they are what recognises a replay as reuse."""
+    before = utcnow() - timedelta(hours=ctx.settings.refresh_purge_grace_hours)
+
+    async def one_batch(work: UnitOfWork) -> int:
+        return await repo.delete_dead_refresh_tokens(work, before, batch=batch)
+
+    total = 0
+    while True:
+        removed = await ctx.write(one_batch)
+        total += removed
+        if removed < batch:
+            return total
+
+
+async def purge_old_refresh_tokens(app: FastAPI, *, batch: int = PURGE_BATCH) -> int:
+    """Background job (hourly): purge_refresh_tokens on the app's auth context."""
+    removed = await purge_refresh_tokens(ctx=app.state.auth, batch=batch)
+    if removed:
+        log.info("purged %d expired or revoked refresh tokens", removed)
+    return removed
+
+
 async def logout(*, ctx: AuthContext, principal: Principal, raw_token: str) -> None:
     """Revoke the refresh token's whole family (this login on every device it was rotated to)."""
 
@@ -194,6 +246,7 @@ async def logout(*, ctx: AuthContext, principal: Principal, raw_token: str) -> N
         token = await _find_refresh_token(work, raw_token)
         if token is not None and token["user_id"] == principal.user_id:
             # Logging out twice, or with a stranger's token, changes nothing and reveals nothing.
+            await repo.lock_family(work, token["family_id"])  # no successor being issued may outlive the logout
             await repo.revoke_family(work, token["family_id"], utcnow())
 
     await ctx.write(revoke)

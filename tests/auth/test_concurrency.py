@@ -9,7 +9,24 @@ from services.auth.app import create_app
 from tests.auth.conftest import ADMIN, AuthApi, make_settings
 
 
-def test_one_refresh_token_used_twice_at_once_rotates_once(api):
+def test_one_refresh_token_used_four_times_at_once_within_the_leeway_keeps_the_family(api):
+    pair = api.login(*ADMIN).json()
+
+    def refresh(_):
+        return api.client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(refresh, range(4)))
+    # One first use and three retries within the leeway: none of them may be taken for reuse.
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    successors = {r.json()["refresh_token"] for r in responses}
+    assert len(successors) == 4
+    for successor in successors:
+        assert api.client.post("/auth/refresh", json={"refresh_token": successor}).status_code == 200
+
+
+def test_one_refresh_token_used_twice_at_once_without_leeway_rotates_once(api, monkeypatch):
+    monkeypatch.setattr(api.app.state.auth.settings, "refresh_reuse_leeway", 0)
     pair = api.login(*ADMIN).json()
 
     def refresh(_):

@@ -1,6 +1,7 @@
 """Races forced into their worst interleaving (PostgreSQL): the test holds the rows the requests need from a
 connection of its own, waits until every request is queued on them, then lets go. The rules must hold however the
 queue drains; nothing here depends on timing."""
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -127,3 +128,44 @@ def test_a_right_password_queued_behind_the_failure_that_locks_does_not_lift_the
     assert as_utc(user.locked_until) > utcnow() + timedelta(minutes=14)
     with db_session(api.app) as session:  # and no session was issued
         assert session.scalar(select(func.count()).where(RefreshToken.user_id == user_id)) == 0
+
+
+def _hold_family(session, raw_token: str) -> str:
+    """Take the family's rotation lock (the advisory lock of repository.lock_family) in `session`'s transaction."""
+    family_id = session.scalar(select(RefreshToken.family_id).where(RefreshToken.id == raw_token.partition(".")[0]))
+    session.execute(select(func.pg_advisory_xact_lock(zlib.crc32(f"refresh:family:{family_id}".encode()))))
+    return family_id
+
+
+def test_a_first_use_and_its_retries_queued_together_all_succeed_and_keep_the_family(pg_api):
+    api = pg_api
+    pair = api.login(*ADMIN).json()
+    with db_session(api.app) as holder, ThreadPoolExecutor(3) as pool:
+        family_id = _hold_family(holder, pair["refresh_token"])
+        refreshes = [pool.submit(api.client.post, "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+                     for _ in range(3)]
+        wait_for_lock_waiters(api.app, 3)
+        holder.commit()
+        responses = [refresh.result(timeout=10) for refresh in refreshes]
+    assert [r.status_code for r in responses] == [200] * 3, [r.text for r in responses]
+    with db_session(api.app) as session:
+        family = session.scalars(select(RefreshToken).where(RefreshToken.family_id == family_id)).all()
+    assert len(family) == 4 and all(t.revoked_at is None for t in family)
+
+
+def test_a_retry_queued_with_a_logout_leaves_no_successor_alive(pg_api):
+    api = pg_api
+    pair = api.login(*ADMIN).json()
+    successor = api.client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}).json()
+    with db_session(api.app) as holder, ThreadPoolExecutor(2) as pool:
+        family_id = _hold_family(holder, pair["refresh_token"])
+        retry = pool.submit(api.client.post, "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        logout = pool.submit(api.client.post, "/auth/logout", json={"refresh_token": successor["refresh_token"]},
+                             headers=api.as_(successor["access_token"]))
+        wait_for_lock_waiters(api.app, 2)
+        holder.commit()
+        assert retry.result(timeout=10).status_code in (200, 401)
+        assert logout.result(timeout=10).status_code == 204
+    with db_session(api.app) as session:
+        family = session.scalars(select(RefreshToken).where(RefreshToken.family_id == family_id)).all()
+    assert family and all(t.revoked_at is not None for t in family)  # whichever ran first

@@ -33,9 +33,31 @@ def test_refresh_rotates_the_pair(api):
     assert me.json()["username"] == ADMIN[0]
 
 
+def _refresh(api, raw_token):
+    return api.client.post("/auth/refresh", json={"refresh_token": raw_token})
+
+
+def _used_long_ago(api, raw_token, seconds=None):
+    """Move the token's first use back past the leeway (or by `seconds`), instead of sleeping through it."""
+    seconds = api.app.state.auth.settings.refresh_reuse_leeway + 1 if seconds is None else seconds
+    with db_session(api.app) as session:
+        token = session.get(RefreshToken, raw_token.partition(".")[0])
+        token.used_at = token.used_at - timedelta(seconds=seconds)
+        session.commit()
+
+
+def _family(api, raw_token):
+    token_id = raw_token.partition(".")[0]
+    with db_session(api.app) as session:
+        return session.scalars(select(RefreshToken).where(
+            RefreshToken.family_id == select(RefreshToken.family_id).where(RefreshToken.id == token_id)
+            .scalar_subquery())).all()
+
+
 def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(api):
     first = api.login(*ADMIN).json()
     second = api.client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]}).json()
+    _used_long_ago(api, first["refresh_token"])
     reuse = api.client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert reuse.status_code == 401 and "reuse" in reuse.json()["detail"]
     # The thief's replay also kills the legitimate holder's newer token: the family is gone.
@@ -46,6 +68,7 @@ def test_other_logins_survive_a_family_revocation(api):
     a = api.login(*ADMIN).json()
     b = api.login(*ADMIN).json()
     api.client.post("/auth/refresh", json={"refresh_token": a["refresh_token"]})
+    _used_long_ago(api, a["refresh_token"])
     api.client.post("/auth/refresh", json={"refresh_token": a["refresh_token"]})  # reuse: revokes a's family
     assert api.client.post("/auth/refresh", json={"refresh_token": b["refresh_token"]}).status_code == 200
 
@@ -71,6 +94,81 @@ def test_an_expired_refresh_token_is_refused_every_time_and_never_rotated(api):
             RefreshToken.family_id == select(RefreshToken.family_id).where(RefreshToken.id == token_id)
             .scalar_subquery())).all()
     assert [(t.id, t.used_at, t.revoked_at) for t in family] == [(token_id, None, None)]
+
+
+def test_a_refresh_retried_within_the_leeway_gets_a_second_successor_and_both_stay_valid(api):
+    first = api.login(*ADMIN).json()
+    lost = _refresh(api, first["refresh_token"])  # the answer that never reached the client
+    retry = _refresh(api, first["refresh_token"])
+    assert lost.status_code == 200 and retry.status_code == 200, retry.text
+    lost, retry = lost.json(), retry.json()
+    assert retry["refresh_token"] != lost["refresh_token"] and retry["access_token"] != lost["access_token"]
+    assert api.client.get("/auth/me", headers=api.as_(retry["access_token"])).json()["username"] == ADMIN[0]
+    # Whichever successor the client holds works, and using one does not revoke the other.
+    assert _refresh(api, retry["refresh_token"]).status_code == 200
+    assert _refresh(api, lost["refresh_token"]).status_code == 200
+    family = _family(api, first["refresh_token"])
+    assert len(family) == 5 and all(t.revoked_at is None for t in family)
+
+
+def test_a_retry_after_a_retry_within_the_leeway_still_succeeds(api):
+    first = api.login(*ADMIN).json()
+    statuses = [_refresh(api, first["refresh_token"]).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+
+
+def test_reuse_after_the_leeway_revokes_every_successor_issued_within_it(api):
+    first = api.login(*ADMIN).json()
+    a = _refresh(api, first["refresh_token"]).json()
+    b = _refresh(api, first["refresh_token"]).json()  # a retry within the leeway
+    _used_long_ago(api, first["refresh_token"])
+    reuse = _refresh(api, first["refresh_token"])
+    assert reuse.status_code == 401 and "reuse" in reuse.json()["detail"]
+    assert _refresh(api, a["refresh_token"]).status_code == 401
+    assert _refresh(api, b["refresh_token"]).status_code == 401
+    assert all(t.revoked_at is not None for t in _family(api, first["refresh_token"]))
+
+
+def test_the_leeway_is_a_setting(api, monkeypatch):
+    monkeypatch.setattr(api.app.state.auth.settings, "refresh_reuse_leeway", 2)
+    first = api.login(*ADMIN).json()
+    assert _refresh(api, first["refresh_token"]).status_code == 200
+    _used_long_ago(api, first["refresh_token"], seconds=1)
+    assert _refresh(api, first["refresh_token"]).status_code == 200  # 1 s after the first use: within 2 s
+    _used_long_ago(api, first["refresh_token"], seconds=2)
+    reuse = _refresh(api, first["refresh_token"])  # 3 s after: reuse
+    assert reuse.status_code == 401 and "reuse" in reuse.json()["detail"]
+
+
+def test_no_leeway_means_any_second_use_is_reuse(api, monkeypatch):
+    monkeypatch.setattr(api.app.state.auth.settings, "refresh_reuse_leeway", 0)
+    first = api.login(*ADMIN).json()
+    second = _refresh(api, first["refresh_token"]).json()
+    reuse = _refresh(api, first["refresh_token"])
+    assert reuse.status_code == 401 and "reuse" in reuse.json()["detail"]
+    assert _refresh(api, second["refresh_token"]).status_code == 401
+
+
+def test_a_revoked_refresh_token_is_refused_within_the_leeway(api):
+    pair = api.login(*ADMIN).json()
+    successor = _refresh(api, pair["refresh_token"]).json()
+    out = api.client.post("/auth/logout", json={"refresh_token": successor["refresh_token"]},
+                          headers=api.as_(successor["access_token"]))
+    assert out.status_code == 204
+    retry = _refresh(api, pair["refresh_token"])  # within the leeway, but the family is logged out
+    assert retry.status_code == 401 and "revoked" in retry.json()["detail"]
+    assert _refresh(api, successor["refresh_token"]).status_code == 401
+
+
+def test_an_expired_refresh_token_retried_within_the_leeway_is_refused_without_revoking(api):
+    pair = api.login(*ADMIN).json()
+    successor = _refresh(api, pair["refresh_token"]).json()
+    with db_session(api.app) as session:
+        session.get(RefreshToken, pair["refresh_token"].partition(".")[0]).expires_at = utcnow() - timedelta(seconds=1)
+        session.commit()
+    retry = _refresh(api, pair["refresh_token"])
+    assert retry.status_code == 401 and "expired" in retry.json()["detail"]
+    assert _refresh(api, successor["refresh_token"]).status_code == 200  # the successor already issued stays valid
 
 
 @pytest.mark.parametrize("bad", ["garbage", "a" * 43 + ".secret", "nodot-but-long-enough", "x.y" * 3])

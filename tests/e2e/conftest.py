@@ -21,7 +21,8 @@ E2E_REDIS_URL = "redis://127.0.0.1:6379/14"
 def stack(backend):
     var_dir = Path(backend.var_dir) / "e2e"
     env = {"BAGTRACK_VAR_DIR": str(var_dir), "BAGTRACK_ADMIN_USERNAME": ADMIN[0],
-           "BAGTRACK_ADMIN_PASSWORD": ADMIN[1], "LOG_LEVEL": "INFO", "UPSTREAM_TIMEOUT": "5"}
+           "BAGTRACK_ADMIN_PASSWORD": ADMIN[1], "LOG_LEVEL": "INFO", "UPSTREAM_TIMEOUT": "5",
+           "AUTH_REFRESH_REUSE_LEEWAY": "1"}  # a retried refresh within 1 s is a retry, after it a reuse
     if backend.database_url:
         env["DATABASE_URL"] = backend.database_url + "_e2e"
         env["REDIS_URL"] = E2E_REDIS_URL
