@@ -349,7 +349,7 @@ class Database:
     async def dispose(self) -> None:
         await self._ping_engine.dispose()
         await self.engine.dispose()
-        if self.read_engine is not self.engine:
+        if self.has_replica:
             await self.read_engine.dispose()
 
     @asynccontextmanager

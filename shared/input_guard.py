@@ -44,10 +44,10 @@ def first_forbidden(value: Any, where: tuple = ("body",)) -> tuple | None:
     return None
 
 
-def _query_forbidden(query: bytes) -> bool:
-    # Percent-decoded bytes: a NUL byte, or a UTF-8 sequence that no text can hold (a lone surrogate's
+def _encoded_forbidden(encoded: bytes) -> bool:
+    # A path or query string, percent-decoded: a NUL byte, or a UTF-8 sequence that no text can hold (a lone surrogate's
     # three-byte form, or anything else that is not UTF-8).
-    decoded = unquote_to_bytes(query.replace(b"+", b" "))
+    decoded = unquote_to_bytes(encoded.replace(b"+", b" "))
     if b"\x00" in decoded:
         return True
     try:
@@ -67,9 +67,10 @@ class InputGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
-        if forbidden_text(scope["path"]) or _query_forbidden(raw_path) or _query_forbidden(scope["query_string"]):
-            where = ("path",) if forbidden_text(scope["path"]) or _query_forbidden(raw_path) else ("query",)
-            return await _refuse(send, where)
+        if forbidden_text(scope["path"]) or _encoded_forbidden(raw_path):
+            return await _refuse(send, ("path",))
+        if _encoded_forbidden(scope["query_string"]):
+            return await _refuse(send, ("query",))
         if not self.bodies or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") or not _is_json(scope):
             return await self.app(scope, receive, send)
         messages, body = await _read(receive)

@@ -176,23 +176,30 @@ async def run_write(db: Database, cache: Cache, action: Callable[[UnitOfWork], A
 PURGE_BATCH = 5000
 
 
-async def purge_idempotency_keys(db: Database, cache: Cache, before: datetime, *, batch: int = PURGE_BATCH) -> int:
-    """Forget keys older than `before` (retries come within seconds, not days), `batch` rows per transaction.
+async def write_in_batches(db: Database, cache: Cache, one_batch: Callable[[UnitOfWork], Awaitable[int]],
+                           *, batch: int = PURGE_BATCH) -> int:
+    """Run `one_batch` — a write touching at most `batch` rows that says how many it touched — each time in a unit
+    of work of its own, until a batch comes back short; how many rows in all.
 
-    One DELETE of everything would hold its locks and its WAL for as long as the backlog takes — after an outage,
-    or on a busy day, that is a long transaction in the middle of the shift's writes. How many went, in all."""
+    For purges: one DELETE of a whole backlog would hold its locks and its WAL for as long as the backlog takes
+    (after an outage, or on a busy day, a long transaction in the middle of the shift's writes)."""
+    total = 0
+    while True:
+        done = (await run_write(db, cache, one_batch)).result
+        total += done
+        if done < batch:
+            return total
+
+
+async def purge_idempotency_keys(db: Database, cache: Cache, before: datetime, *, batch: int = PURGE_BATCH) -> int:
+    """Forget keys older than `before` (retries come within seconds, not days), `batch` rows per transaction."""
     table = IDEMPOTENT_REQUESTS
     oldest = select(table.c.user_id, table.c.key).where(table.c.created_at < before).limit(batch)
 
     async def one_batch(work: UnitOfWork) -> int:
         return await work.execute(delete(table).where(tuple_(table.c.user_id, table.c.key).in_(oldest)))
 
-    total = 0
-    while True:
-        removed = (await run_write(db, cache, one_batch)).result
-        total += removed
-        if removed < batch:
-            return total
+    return await write_in_batches(db, cache, one_batch, batch=batch)
 
 
 async def _find(work: UnitOfWork, idempotency: Idempotency) -> Any:

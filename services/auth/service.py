@@ -31,7 +31,7 @@ from shared.errors import Conflict, Forbidden, InvalidInput, NotFound, ProblemEr
 from shared.ratelimit import hit
 from shared.security import Principal
 from shared.timeutil import as_utc, utcnow
-from shared.unit_of_work import PURGE_BATCH, UnitOfWork, run_write
+from shared.unit_of_work import PURGE_BATCH, UnitOfWork, run_write, write_in_batches
 
 log = logging.getLogger("bagtrack.auth")
 
@@ -223,12 +223,7 @@ async def purge_refresh_tokens(*, ctx: AuthContext, batch: int = PURGE_BATCH) ->
     async def one_batch(work: UnitOfWork) -> int:
         return await repo.delete_dead_refresh_tokens(work, before, batch=batch)
 
-    total = 0
-    while True:
-        removed = await ctx.write(one_batch)
-        total += removed
-        if removed < batch:
-            return total
+    return await write_in_batches(ctx.db, ctx.cache, one_batch, batch=batch)
 
 
 async def purge_old_refresh_tokens(app: FastAPI, *, batch: int = PURGE_BATCH) -> int:

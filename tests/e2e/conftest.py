@@ -1,7 +1,9 @@
 """The whole system as real processes (migrations, four services, gateway) on loopback, per backend."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import uuid
 
@@ -29,12 +31,18 @@ def stack(backend):
         client = redis.Redis.from_url(E2E_REDIS_URL)
         for key in client.scan_iter(match="bagtrack:*"):
             client.delete(key)
-    ports = {name: free_port() for name in (*SERVICES, "gateway")}
-    system = Stack(ports=ports, env=env, log_dir=var_dir / "log")
+    with running_stack(env, var_dir, ready_timeout=60) as system:
+        yield system
+
+
+@contextmanager
+def running_stack(env: dict[str, str], var_dir: Path, *, ready_timeout: float) -> Iterator[Stack]:
+    """The whole system as `make run` starts it, on free ports with `env`, migrated and ready; stopped after."""
+    system = Stack(ports={name: free_port() for name in (*SERVICES, "gateway")}, env=env, log_dir=var_dir / "log")
     system.migrate()
     system.start()
     try:
-        system.wait_ready(timeout=60)
+        system.wait_ready(timeout=ready_timeout)
         yield system
     finally:
         system.stop()

@@ -13,8 +13,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from scripts.stack import SERVICES, Stack
-from tests.support import free_port
+from scripts.stack import Stack
+from tests.e2e.conftest import running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -28,14 +28,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     var_dir = tmp_path_factory.mktemp("client-address")
     env = {"BAGTRACK_VAR_DIR": str(var_dir), "DATABASE_URL": "", "REDIS_URL": "", "LOG_LEVEL": "WARNING",
            "AUTH_LOGIN_LIMIT_PER_IP": str(LIMIT)}
-    system = Stack(ports={name: free_port() for name in (*SERVICES, "gateway")}, env=env, log_dir=var_dir / "log")
-    system.migrate()
-    system.start()
-    try:
-        system.wait_ready(timeout=25)
+    with running_stack(env, var_dir, ready_timeout=25) as system:
         yield system
-    finally:
-        system.stop()
 
 
 def login_from(stack: Stack, source: str, forwarded_for: str | None = None, *, via: str = "gateway") -> int:
