@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import WRK_REPORT, reachable, run_wrk  # noqa: E402
-from scripts.stack import SERVICES, Stack  # noqa: E402
+from scripts.stack import PORT_NAMES, Stack  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "10,50").split(",")]
@@ -52,7 +52,7 @@ def main() -> int:
     if reachable(5432) and reachable(6379):
         env.update(DATABASE_URL=PG, REDIS_URL="redis://127.0.0.1:6379/13")
     storage = "PostgreSQL + Redis" if "DATABASE_URL" in env else "SQLite + in-process cache"
-    ports = {name: 18400 + i for i, name in enumerate((*SERVICES, "gateway"))}
+    ports = {name: 18400 + i for i, name in enumerate(PORT_NAMES)}
     stack = Stack(ports=ports, env=env, log_dir=work / "log")
     stack.migrate()
     stack.start()

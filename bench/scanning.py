@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import WRK_REPORT, free_port, reachable, run_wrk  # noqa: E402
-from scripts.stack import SERVICES, Stack  # noqa: E402
+from scripts.stack import PORT_NAMES, Stack  # noqa: E402
 from scripts.seed import last_code_number, seed  # noqa: E402
 from shared.settings import derive_database_url  # noqa: E402
 
@@ -342,7 +342,7 @@ def main() -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="bagtrack-bench-scanning-"))
     env = {"BAGTRACK_VAR_DIR": str(work_dir), "BAGTRACK_ADMIN_USERNAME": ADMIN[0], "BAGTRACK_ADMIN_PASSWORD": ADMIN[1],
            "DATABASE_URL": PG, "REDIS_URL": REDIS, "ACCESS_LOG": "false", "LOG_LEVEL": "WARNING"}
-    stack = Stack(ports={name: free_port() for name in (*SERVICES, "gateway")}, env=env, log_dir=work_dir / "log")
+    stack = Stack(ports={name: free_port() for name in PORT_NAMES}, env=env, log_dir=work_dir / "log")
     scanning_url = derive_database_url(PG, "scanning", work_dir)
     rng = random.Random()
     run = uuid.uuid4().hex[:6].upper()

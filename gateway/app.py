@@ -1,7 +1,8 @@
-"""Gateway entry point: `uvicorn --factory gateway.app:create_app --port 8080 --loop uvloop --http httptools`."""
+"""The gateway app; served by `python -m gateway` (gateway/server.py), never by uvicorn's CLI."""
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from gateway import ops
 from gateway.config import GatewaySettings
@@ -9,6 +10,7 @@ from gateway.openapi import MergedOpenApi
 from gateway.proxy import Proxy
 from gateway.routes import API_PREFIX
 from shared.app import create_service_app
+from shared.middleware import PrefixRoute
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -22,4 +24,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                              upstreams=settings.upstream_urls(), on_startup=[proxy.attach],
                              readiness=ops.upstream_readiness, front=(API_PREFIX + "/", proxy), own_docs=False)
     app.state.openapi = MergedOpenApi()
+    # Inside the request-context middleware (request id, metrics, access log), before the proxy's prefix route.
+    front = next(i for i, entry in enumerate(app.user_middleware) if entry.cls is PrefixRoute)
+    app.user_middleware.insert(front, Middleware(ops.OpsPortSplit, ops_port=settings.ops_port))
     return app

@@ -3,7 +3,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import CommonSettings
-from shared.topology import SERVICES, default_url
+from shared.topology import GATEWAY_OPS_PORT, SERVICES, default_url
 
 
 class GatewaySettings(CommonSettings):
@@ -25,6 +25,17 @@ class GatewaySettings(CommonSettings):
     max_header_bytes: int = Field(8 * 1024, gt=0)
     max_headers_total_bytes: int = Field(32 * 1024, gt=0)
     max_authorization_bytes: int = Field(4 * 1024, gt=0)
+
+    # Enforced by the gateway's own HTTP protocol (gateway/server.py), before the app sees a request.
+    # Headers not complete this long after a connection opens (or after a later request's first byte) are a 408.
+    header_timeout: float = Field(10.0, gt=0, le=600)
+    # Open client connections on the public port (keep-alive clients and open event streams alike); past it a new
+    # connection gets 503 at once. Named apart from `max_connections`, which is the pool to each upstream.
+    max_client_connections: int = Field(4096, ge=1)
+    # /ready and /metrics are answered only here, never on the public port; in a container this listens on
+    # 0.0.0.0 for the kubelet and Prometheus, and is never published.
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(GATEWAY_OPS_PORT, ge=0, le=65535)
 
     def upstream_urls(self) -> dict[str, str]:
         """Base URL of every service, by name."""

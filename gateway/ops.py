@@ -1,4 +1,5 @@
-"""The gateway's own endpoints beside the shared ones: readiness as the state of every upstream, merged docs."""
+"""The gateway's own endpoints beside the shared ones: readiness as the state of every upstream, merged docs; and
+which of them each listening port serves."""
 from __future__ import annotations
 
 import asyncio
@@ -7,10 +8,34 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from gateway.proxy import send_problem
 from shared.errors import ProblemError
 from shared.http import ResilientClient
 
 router = APIRouter(tags=["ops"])
+
+OPS_ONLY = frozenset({"/ready", "/metrics"})
+OPS_PATHS = OPS_ONLY | {"/health"}
+
+
+class OpsPortSplit:
+    """/ready and /metrics only on the ops port, which serves nothing but them and /health: readiness and metrics
+    describe the whole system (every upstream, every route) and are no business of the public. Told apart by the
+    request's local port (scope["server"], the socket it arrived on). Anything refused is the 404 of an unknown
+    route."""
+
+    def __init__(self, app, *, ops_port: int) -> None:
+        self.app = app
+        self.ops_port = ops_port
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            server = scope.get("server")
+            on_ops = server is not None and server[1] == self.ops_port
+            refused = scope["path"] not in OPS_PATHS if on_ops else scope["path"] in OPS_ONLY
+            if refused:
+                return await send_problem(send, 404, "Not Found", slug="not-found")
+        await self.app(scope, receive, send)
 
 
 async def upstream_readiness(request: Request) -> tuple[bool, dict]:

@@ -42,7 +42,8 @@ def main() -> int:
         stack.start()
         stack.wait_ready(timeout=60)
         api = stack.url()
-        print(f"\nbagtrack is up: {api}  (logs in var/log/*.log; Ctrl-C stops it)\n")
+        print(f"\nbagtrack is up: {api}  (logs in var/log/*.log; Ctrl-C stops it)")
+        print(f"gateway /ready and /metrics: {stack.ops_url()} (not on {api})\n")
         username = os.environ.get("BAGTRACK_ADMIN_USERNAME")
         if username and os.environ.get("BAGTRACK_ADMIN_PASSWORD"):
             print("log in as the admin from BAGTRACK_ADMIN_USERNAME/PASSWORD:")

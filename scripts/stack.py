@@ -18,11 +18,13 @@ import httpx
 from shared.topology import SERVICES, local_ports
 
 ROOT = Path(__file__).resolve().parent.parent
+PORT_NAMES = (*SERVICES, "gateway", "gateway_ops")  # a port each; gateway_ops is the gateway's /ready and /metrics
 
 
 @dataclass
 class Stack:
-    """Processes of one running system. `ports` maps auth/scanning/billing/dashboard/gateway to ports."""
+    """Processes of one running system. `ports` maps auth/scanning/billing/dashboard/gateway/gateway_ops (see
+    PORT_NAMES) to ports."""
 
     ports: dict[str, int]
     env: dict[str, str] = field(default_factory=dict)
@@ -51,20 +53,31 @@ class Stack:
         if run.returncode != 0:
             raise RuntimeError(f"migrations failed:\n{run.stdout}{run.stderr}")
 
+    def ops_url(self) -> str:
+        """The gateway's ops port: its /ready and /metrics (the public port answers them 404)."""
+        return self.url("gateway_ops")
+
+    def probe_url(self, name: str) -> str:
+        """Where a process answers /ready and /metrics: a service on its one port, the gateway on its ops port."""
+        return self.ops_url() if name == "gateway" else self.url(name)
+
     def start(self, names: tuple[str, ...] = (*SERVICES, "gateway")) -> None:
-        """Start `names` (default: every service, then the gateway), one uvicorn process each."""
+        """Start `names` (default: every service, then the gateway): a uvicorn process per service, and the gateway
+        through its own entry point (`python -m gateway`, public port plus ops port)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = self.process_env()
         for name in names:
-            target = "gateway.app:create_app" if name == "gateway" else f"services.{name}.app:create_app"
+            if name == "gateway":
+                cmd = ["-m", "gateway", "--host", self.host, "--port", str(self.ports["gateway"]),
+                       "--ops-host", self.host, "--ops-port", str(self.ports["gateway_ops"])]
+            else:
+                cmd = ["-m", "uvicorn", "--factory", f"services.{name}.app:create_app", "--host", self.host,
+                       "--port", str(self.ports[name]), "--loop", "uvloop", "--http", "httptools",
+                       "--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "5",
+                       "--timeout-keep-alive", "75"]
             log = open(self.log_dir / f"{name}.log", "ab")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", target, "--host", self.host,
-                 "--port", str(self.ports[name]), "--loop", "uvloop", "--http", "httptools",
-                 "--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "5",
-                 "--timeout-keep-alive", "75"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
+            self.procs[name] = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=log,
+                                                stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until every process answers /ready, or raise naming the one that did not."""
@@ -76,7 +89,7 @@ class Stack:
                     raise RuntimeError(f"{name} exited with {proc.returncode}: {self.last_error(name)}\n"
                                        f"(full log: {self.log_dir / (name + '.log')})")
                 try:
-                    if httpx.get(self.url(name) + "/ready", timeout=1).status_code == 200:
+                    if httpx.get(self.probe_url(name) + "/ready", timeout=1).status_code == 200:
                         del pending[name]
                 except httpx.HTTPError:
                     pass
@@ -118,6 +131,9 @@ class Stack:
 
 
 def default_ports() -> dict[str, int]:
-    """The local stack's ports: BAGTRACK_PORT for the gateway, the services from BAGTRACK_SERVICES_PORT_BASE."""
-    return local_ports(int(os.environ.get("BAGTRACK_SERVICES_PORT_BASE", "8000")),
-                       int(os.environ.get("BAGTRACK_PORT", "8080")))
+    """The local stack's ports: BAGTRACK_PORT for the gateway, its ops port BAGTRACK_OPS_PORT (default the next
+    one), the services from BAGTRACK_SERVICES_PORT_BASE."""
+    ports = local_ports(int(os.environ.get("BAGTRACK_SERVICES_PORT_BASE", "8000")),
+                        int(os.environ.get("BAGTRACK_PORT", "8080")))
+    ports["gateway_ops"] = int(os.environ.get("BAGTRACK_OPS_PORT", ports["gateway"] + 1))
+    return ports

@@ -29,3 +29,7 @@ def metrics_response() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 LOOP_LAG = Gauge("bagtrack_event_loop_lag_seconds", "How late the event loop ran a 100 ms timer, worst over the last second",
                  ["service"])
+OPEN_CONNECTIONS = Gauge("bagtrack_http_connections_open", "Client connections open, by listening port (public, ops)",
+                         ["service", "listener"])
+REFUSED_CONNECTIONS = Counter("bagtrack_http_connections_refused_total",
+                              "Client connections answered 503 at once: the open-connection cap was reached", ["service"])

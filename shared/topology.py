@@ -7,6 +7,7 @@ from __future__ import annotations
 
 SERVICES = ("auth", "scanning", "billing", "dashboard")
 GATEWAY_PORT = 8080
+GATEWAY_OPS_PORT = 8081  # the gateway's /ready and /metrics (never published); locally BAGTRACK_PORT + 1
 SERVICES_PORT_BASE = 8000  # auth 8001, scanning 8002, billing 8003, dashboard 8004
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
+from gateway.config import GatewaySettings
+from gateway.server import TIMEOUT_KEEP_ALIVE, GatewayProtocol, gateway_config
 from shared.proxies import parse_trusted
-from shared.topology import SERVICES
+from shared.topology import GATEWAY_OPS_PORT, SERVICES
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +27,8 @@ NGINX_CONF = DEPLOY / "nginx" / "nginx.conf"
 K8S_VERSION = "1.32.0"  # kubernetes-validate ships its schemas
 BUDGET = 80  # of PostgreSQL's default max_connections = 100
 PORTS = {"auth": 8001, "scanning": 8002, "billing": 8003, "dashboard": 8004, "gateway": 8080}
+GATEWAY_COMMAND = ["python", "-m", "gateway", "--host", "0.0.0.0", "--port", "8080",
+                   "--ops-host", "0.0.0.0", "--ops-port", str(GATEWAY_OPS_PORT)]
 DB_SERVICES = SERVICES
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -84,10 +88,16 @@ def test_compose_topology():
     services = compose()["services"]
     for name, port in PORTS.items():
         svc = services[name]
-        assert f"127.0.0.1:{port}/health" in " ".join(svc["healthcheck"]["test"]), name
+        probed = GATEWAY_OPS_PORT if name == "gateway" else port  # the gateway's probes are on its ops port
+        assert f"127.0.0.1:{probed}/health" in " ".join(svc["healthcheck"]["test"]), name
         assert svc["deploy"]["replicas"] >= (2 if name in ("gateway", "scanning") else 1), name
-        assert "ports" not in svc, f"{name} must only be reachable through nginx"
-        assert svc["command"][:3] == ["uvicorn", "--factory", f"{'gateway' if name == 'gateway' else 'services.' + name}.app:create_app"]
+        assert "ports" not in svc and "expose" not in svc, f"{name} must only be reachable through nginx"
+        if name == "gateway":
+            assert svc["command"] == GATEWAY_COMMAND
+        else:
+            assert svc["command"][:3] == ["uvicorn", "--factory", f"services.{name}.app:create_app"]
+    published = [p for svc in services.values() for p in svc.get("ports", [])]
+    assert not any(str(GATEWAY_OPS_PORT) in str(p) for p in published), "the gateway's ops port must stay unpublished"
     for name in DB_SERVICES:
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
     assert services["migrate"]["command"] == ["python", "-m", "shared.migrate", *DB_SERVICES]
@@ -189,6 +199,15 @@ def test_k8s_workloads():
             assert init["command"][-2:] == ["/opt/bagtrack/wait_for_migrations.py", name], name
     job = by_kind(objects, "Job")["bagtrack-migrate"]
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "shared.migrate", *DB_SERVICES]
+    gateway = deployments["gateway"]["spec"]["template"]
+    container = gateway["spec"]["containers"][0]
+    assert container["command"] == GATEWAY_COMMAND
+    assert {"name": "ops", "containerPort": GATEWAY_OPS_PORT} in container["ports"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "ops", probe
+    assert gateway["metadata"]["annotations"]["prometheus.io/port"] == str(GATEWAY_OPS_PORT)
+    exposed = by_kind(objects, "Service")["gateway"]["spec"]["ports"]
+    assert [(p["port"], p["targetPort"]) for p in exposed] == [(8080, "http")], "the Service must not expose ops"
     ingress = by_kind(objects, "Ingress")["gateway"]
     assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "gateway"
     secrets = set(re.findall(r"(?:secretName|name):\s*(bagtrack-[\w-]+)", "".join(p.read_text() for p in k8s_files())))
@@ -266,9 +285,10 @@ def test_nginx_edge_settings():
     assert re.search(r"^\s*keepalive \d+;", upstream, re.M)
     # nginx must close idle upstream connections before the gateway does (else: spurious 502s).
     nginx_idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
-    gateway_cmd = compose()["services"]["gateway"]["command"]
-    gateway_idle = int(gateway_cmd[gateway_cmd.index("--timeout-keep-alive") + 1])
-    assert nginx_idle < gateway_idle
+    assert nginx_idle < TIMEOUT_KEEP_ALIVE
+    # Readiness and metrics never at the edge (the gateway answers them only on its unpublished ops port).
+    for path in ("/ready", "/metrics"):
+        assert re.search(r"location = %s \{\s*return 404;" % path, text), path
 
 
 # --- client addresses (shared/proxies.py) ----------------------------------------------------------
@@ -278,10 +298,11 @@ def compose_default(value: str) -> str:
     return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
 
 
-def uvicorn_commands() -> dict[str, list[str]]:
-    """Every uvicorn command line in deploy/: compose services, Kubernetes containers, the image's CMD."""
+def server_commands() -> dict[str, list[str]]:
+    """Every server command line in deploy/ (uvicorn for a service, `python -m gateway` for the gateway): compose
+    services, Kubernetes containers, the image's CMD."""
     commands = {f"compose {name}": svc["command"] for name, svc in compose()["services"].items()
-                if svc.get("command", [""])[0] == "uvicorn"}
+                if svc.get("command", [""])[0] == "uvicorn" or svc.get("command", [])[:3] == GATEWAY_COMMAND[:3]}
     for name, deployment in by_kind(k8s_objects(), "Deployment").items():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             commands[f"k8s {name}/{container['name']}"] = container["command"]
@@ -291,12 +312,20 @@ def uvicorn_commands() -> dict[str, list[str]]:
 
 
 def test_uvicorn_never_reads_proxy_headers_itself():
-    """shared/proxies.py is the one rule: uvicorn's own X-Forwarded-For handling would be a second one."""
-    commands = uvicorn_commands()
+    """shared/proxies.py is the one rule: uvicorn's own X-Forwarded-For handling would be a second one. The gateway's
+    entry point configures uvicorn in code (gateway/server.py), with proxy headers off."""
+    commands = server_commands()
     assert len(commands) == 2 * len(PORTS) + 1, sorted(commands)
+    gateways = {where for where, command in commands.items() if command[:3] == GATEWAY_COMMAND[:3]}
+    assert gateways == {"compose gateway", "k8s gateway/gateway", "Dockerfile CMD"}
     for where, command in commands.items():
-        assert command[0] == "uvicorn" and "--no-proxy-headers" in command, where
+        if where in gateways:
+            assert command == GATEWAY_COMMAND, where
+        else:
+            assert command[0] == "uvicorn" and "--no-proxy-headers" in command, where
         assert "--proxy-headers" not in command and not any("forwarded-allow-ips" in a for a in command), where
+    config = gateway_config(GatewaySettings(), "0.0.0.0", 8080)
+    assert config.proxy_headers is False and config.http is GatewayProtocol
     text = "".join(p.read_text() for p in (COMPOSE, DEPLOY / "Dockerfile", *K8S.glob("*.yaml")))
     assert "FORWARDED_ALLOW_IPS" not in text, "uvicorn's trust setting is unused: set <PREFIX>_TRUSTED_PROXIES"
 
@@ -331,6 +360,9 @@ def test_every_k8s_process_has_its_trusted_list_and_only_proxies_reach_it():
     sources = [peer for rule in gateway["ingress"] for peer in rule["from"]]
     namespaces = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in sources}
     assert namespaces == {"ingress-nginx", "monitoring"} and all(set(peer) == {"namespaceSelector"} for peer in sources)
+    ports = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: [p["port"] for p in rule["ports"]]
+             for rule in gateway["ingress"] for peer in rule["from"]}
+    assert ports == {"ingress-nginx": ["http"], "monitoring": ["ops"]}  # the edge never reaches the ops port
     services = policies["services"]["spec"]
     assert services["podSelector"]["matchExpressions"] == [
         {"key": "app.kubernetes.io/name", "operator": "In", "values": list(DB_SERVICES)}]
@@ -346,7 +378,7 @@ def test_every_k8s_process_has_its_trusted_list_and_only_proxies_reach_it():
 def test_prometheus_scrapes_every_process():
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     targets = {(sd["names"][0], sd["port"]) for job in config["scrape_configs"] for sd in job["dns_sd_configs"]}
-    assert targets == set(PORTS.items())
+    assert targets == set({**PORTS, "gateway": GATEWAY_OPS_PORT}.items())  # the gateway's /metrics: its ops port
     rules = (DEPLOY / "prometheus-alerts.yml").read_text()
     for metric in ("bagtrack_http_requests_total", "bagtrack_circuit_breaker_open", "bagtrack_http_request_duration_seconds_bucket"):
         assert metric in rules, metric

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis
 
-from scripts.stack import SERVICES, Stack
+from scripts.stack import PORT_NAMES, Stack
 from tests.support import free_port
 
 ADMIN = ("chief", "Ch1ef!admin")
@@ -38,7 +38,7 @@ def stack(backend):
 @contextmanager
 def running_stack(env: dict[str, str], var_dir: Path, *, ready_timeout: float) -> Iterator[Stack]:
     """The whole system as `make run` starts it, on free ports with `env`, migrated and ready; stopped after."""
-    system = Stack(ports={name: free_port() for name in (*SERVICES, "gateway")}, env=env, log_dir=var_dir / "log")
+    system = Stack(ports={name: free_port() for name in PORT_NAMES}, env=env, log_dir=var_dir / "log")
     system.migrate()
     system.start()
     try:

@@ -98,10 +98,18 @@ def test_request_id_is_echoed_and_generated(gw, admin_token):
 
 def test_gateway_and_every_service_answer_health_ready_and_metrics(stack):
     for name in ("gateway", "auth", "scanning", "billing", "dashboard"):
-        base = stack.url(name)
-        assert httpx.get(base + "/health").json() == {"status": "ok"}
-        assert httpx.get(base + "/ready").status_code == 200
-        assert "bagtrack_http_requests_total" in httpx.get(base + "/metrics").text
+        assert httpx.get(stack.url(name) + "/health").json() == {"status": "ok"}
+        probes = stack.probe_url(name)  # the gateway's ops port; a service's one port
+        assert httpx.get(probes + "/ready").status_code == 200
+        assert "bagtrack_http_requests_total" in httpx.get(probes + "/metrics").text
+
+
+def test_the_gateways_public_port_hides_ready_and_metrics(stack):
+    for path in ("/ready", "/metrics"):
+        response = httpx.get(stack.url() + path)
+        assert response.status_code == 404, path
+        assert response.json()["type"] == "urn:bagtrack:problem:not-found"
+    assert httpx.get(stack.ops_url() + "/api/v1/auth/jwks").status_code == 404  # the ops port serves no API
 
 
 def test_oversized_body_is_413(gw):
@@ -116,7 +124,7 @@ def test_the_gateway_serves_one_openapi_document_for_every_public_route(stack):
                          ("/api/v1/scans/child", "post"), ("/api/v1/bags/{qr_id}", "get"),
                          ("/api/v1/bags/export.csv", "get")):
         assert method in paths[path], path
-    assert "/api/v1/bills/parents/{parent_qr}" not in paths  # service-to-service: never public
+    assert not any("/internal/" in path for path in paths)  # service-to-service: never public
     assert "security" not in paths["/api/v1/auth/login"]["post"]
     assert paths["/api/v1/scans/child"]["post"]["security"] == [{"bearer": []}]
     assert "ScanResult" in document["components"]["schemas"] and "UserPublic" in document["components"]["schemas"]

@@ -23,5 +23,5 @@ def test_fifty_poisoned_requests_leave_every_service_reachable(stack, gw, admin_
     assert login(gw, *ADMIN).status_code == 200
     assert gw.get("/auth/me", headers=bearer(admin_token)).status_code == 200
     assert gw.get("/bags", headers=bearer(admin_token)).status_code == 200
-    upstreams = gw.get(stack.url() + "/ready").json()["upstreams"]
+    upstreams = gw.get(stack.ops_url() + "/ready").json()["upstreams"]
     assert {name: state["breaker"] for name, state in upstreams.items()} == {name: "closed" for name in upstreams}

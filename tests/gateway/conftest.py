@@ -1,4 +1,5 @@
-"""Real processes on loopback for the gateway tests: a fake upstream and the gateway, each a uvicorn subprocess."""
+"""Real processes on loopback for the gateway tests: a fake upstream (a uvicorn subprocess) and the gateway (its own
+entry point, `python -m gateway`, with a public and an ops port)."""
 from __future__ import annotations
 
 import json
@@ -25,21 +26,31 @@ class Server:
     url: str
     process: subprocess.Popen
     log_path: Path
+    ops_url: str = ""  # the gateway's ops port: /ready and /metrics
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def uvicorn_command(target: str, port: int) -> list[str]:
+    return ["-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+            "--http", "httptools", "--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "1"]
+
+
+def gateway_command(port: int, ops_port: int) -> list[str]:
+    return ["-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--ops-host", "127.0.0.1",
+            "--ops-port", str(ops_port)]
+
+
 @contextmanager
-def running(target: str, env: dict[str, str], log_path: Path, probe: str = "/health") -> Iterator[Server]:
-    """Run `uvicorn --factory target` on a free port until the block ends; fail with its log if it never answers."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port),
-           "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-proxy-headers",
-           "--timeout-graceful-shutdown", "1"]
+def running(command: list[str], port: int, env: dict[str, str], log_path: Path, probe: str = "/health",
+            ops_port: int | None = None) -> Iterator[Server]:
+    """Run `python <command>` (listening on `port`) until the block ends; fail with its log if it never answers."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+        process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env={**os.environ, **env}, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path,
+                    f"http://127.0.0.1:{ops_port}" if ops_port else "")
     try:
         _wait_until_answering(server, probe)
         yield server
@@ -75,7 +86,9 @@ def signing_key() -> SigningKey:
 def fake_upstream(signing_key, tmp_path_factory) -> Iterator[Server]:
     env = {"FAKE_JWKS": json.dumps({"keys": [signing_key.jwk()]})}
     log_path = tmp_path_factory.mktemp("logs") / "fake_upstream.log"
-    with running("tests.gateway.fake_upstream:create_app", env, log_path, probe="/ready") as server:
+    port = free_port()
+    with running(uvicorn_command("tests.gateway.fake_upstream:create_app", port), port, env, log_path,
+                 probe="/ready") as server:
         yield server
 
 
@@ -97,7 +110,9 @@ def start_gateway(fake_upstream, dead_url, tmp_path_factory):
                    "GATEWAY_BREAKER_MIN_CALLS": "5",
                    "LOG_LEVEL": "WARNING", "ACCESS_LOG": "false", **overrides}
             log_path = tmp_path_factory.mktemp("logs") / "gateway.log"
-            return stack.enter_context(running("gateway.app:create_app", env, log_path))
+            port, ops_port = free_port(), free_port()
+            return stack.enter_context(running(gateway_command(port, ops_port), port, env, log_path,
+                                               ops_port=ops_port))
 
         yield start
 
@@ -110,6 +125,13 @@ def gateway(start_gateway) -> Server:
 @pytest.fixture(scope="session")
 def client(gateway) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def ops(gateway) -> Iterator[httpx.Client]:
+    """The gateway's ops port, where /ready and /metrics are answered."""
+    with httpx.Client(base_url=gateway.ops_url, timeout=10) as http:
         yield http
 
 

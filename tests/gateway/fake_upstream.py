@@ -20,7 +20,7 @@ _OPERATION = {"responses": {"200": {"description": "OK"}}}
 OPENAPI = {
     "openapi": "3.1.0", "info": {"title": "fake", "version": "1"},
     "paths": {"/auth/login": {"post": _OPERATION}, "/bags/{qr_id}": {"get": _OPERATION, "delete": _OPERATION},
-              "/bills/parents/{parent_qr}": {"get": _OPERATION}, "/ready": {"get": _OPERATION}},
+              "/internal/parents/marks": {"get": _OPERATION}, "/ready": {"get": _OPERATION}},
 }
 
 

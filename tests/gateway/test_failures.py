@@ -8,6 +8,8 @@ from typing import Iterator
 import httpx
 import pytest
 
+from tests.gateway.conftest import Server
+
 
 def test_slow_upstream_is_504_within_the_timeout(client, auth):
     started = time.perf_counter()
@@ -32,11 +34,20 @@ def test_upstream_5xx_is_passed_through(client, auth):
     assert response.json() == {"detail": "upstream exploded"}
 
 
+def breaker(gateway: Server, upstream: str) -> str:
+    """The state of the gateway's breaker to `upstream`, from its /ready (on the ops port)."""
+    return httpx.get(gateway.ops_url + "/ready", timeout=10).json()["upstreams"][upstream]["breaker"]
+
+
 @pytest.fixture(scope="module")
-def scanning_down(start_gateway, dead_url) -> Iterator[httpx.Client]:
+def scanning_down_gateway(start_gateway, dead_url) -> Server:
     """A gateway whose scanning upstream is unreachable (connections refused); auth is the fake."""
-    gateway = start_gateway(SCANNING_URL=dead_url)
-    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+    return start_gateway(SCANNING_URL=dead_url)
+
+
+@pytest.fixture(scope="module")
+def scanning_down(scanning_down_gateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=scanning_down_gateway.url, timeout=10) as http:
         yield http
 
 
@@ -49,7 +60,8 @@ def test_unreachable_upstream_is_503_with_retry_after(scanning_down, auth):
     assert problem["request_id"] == response.headers["x-request-id"]
 
 
-def test_breaker_opens_on_an_unreachable_upstream_and_then_refuses_at_once(scanning_down, auth):
+def test_breaker_opens_on_an_unreachable_upstream_and_then_refuses_at_once(scanning_down, scanning_down_gateway,
+                                                                           auth):
     details = [scanning_down.get("/api/v1/bags", headers=auth).json()["detail"] for _ in range(6)]
     assert "circuit open" in details[-1]
     started = time.perf_counter()
@@ -57,16 +69,16 @@ def test_breaker_opens_on_an_unreachable_upstream_and_then_refuses_at_once(scann
     assert response.status_code == 503 and "circuit open" in response.json()["detail"]
     assert int(response.headers["retry-after"]) >= 1
     assert time.perf_counter() - started < 0.5
-    assert scanning_down.get("/ready").json()["upstreams"]["scanning"]["breaker"] == "open"
+    assert breaker(scanning_down_gateway, "scanning") == "open"
     assert scanning_down.get("/api/v1/users", headers=auth).status_code == 200  # other upstreams unaffected
 
 
-def test_poisoned_requests_never_open_a_breaker(client, auth):
+def test_poisoned_requests_never_open_a_breaker(gateway, client, auth):
     """50 requests that make an upstream answer 500 (a bug one client can trigger, as a NUL byte once did)
     leave it reachable for everyone else."""
     assert {client.get("/api/v1/bags/fail", headers=auth).status_code for _ in range(50)} == {500}
     assert client.get("/api/v1/bags", headers=auth).status_code == 200
-    assert client.get("/ready").json()["upstreams"]["scanning"]["breaker"] == "closed"
+    assert breaker(gateway, "scanning") == "closed"
 
 
 def test_breaker_opens_on_the_upstreams_own_503s_then_half_opens_and_closes(start_gateway, auth):
@@ -79,7 +91,7 @@ def test_breaker_opens_on_the_upstreams_own_503s_then_half_opens_and_closes(star
         assert http.get("/api/v1/users", headers=auth).status_code == 200
         time.sleep(1.1)  # reset_timeout: the next call is the half-open probe
         assert http.get("/api/v1/bags", headers=auth).status_code == 200
-        assert http.get("/ready").json()["upstreams"]["scanning"]["breaker"] == "closed"
+        assert breaker(gateway, "scanning") == "closed"
         assert http.get("/api/v1/bags", headers=auth).status_code == 200
 
 
