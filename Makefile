@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fuzz venv tools migrate create-admin bench seed bench-scanning loadtest clean
+.PHONY: run test test-fuzz venv tools migrate create-admin rotate-key bench seed seed-bills bench-scanning bench-billing loadtest clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -27,6 +27,10 @@ migrate: venv
 
 create-admin: venv
 	@$(PY) -m services.auth.cli create-admin --username $${ADMIN:?usage: make create-admin ADMIN=<username>}
+
+# A new signing key: published at once, signing after AUTH_KEY_ACTIVATION_DELAY (README "Signing keys and rotation").
+rotate-key: venv
+	@$(PY) -m services.auth.cli rotate-key $(if $(ACTIVATE_IN),--activate-in $(ACTIVATE_IN)) $(if $(FORCE),--force)
 
 # Benchmarks print figures; they are not part of `make test`.
 bench: venv tools

@@ -85,6 +85,7 @@ def create_service_app(
         source = jwks_source(app) if jwks_source else (lambda: fetch_jwks(clients["auth"]))
         app.state.verifier = TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                            jwks_source=source, cache_seconds=settings.jwks_cache_seconds,
+                                           min_refresh=settings.jwks_min_refresh,
                                            memo_size=settings.verified_tokens_max)
         tasks: list[asyncio.Task] = []
         try:

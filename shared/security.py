@@ -1,7 +1,9 @@
 """Access-token verification against auth's published keys (JWKS), fetched once and cached.
 
 No call to auth and no database read per request: the signature, issuer, audience and expiry are
-checked locally. An unknown key id triggers at most one JWKS refresh per `min_refresh` seconds.
+checked locally. An unknown key id triggers at most one JWKS refresh per `min_refresh` seconds: auth publishes
+a new key longer than that before it signs with it (services/auth/keys.py), so a verifier whose keys predate the
+new one has waited out `min_refresh` by the time it first sees its kid, and refetches.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ ROLES = ("admin", "biller", "dispatcher")
 # An access token is ~500 characters; anything far longer is refused before it is parsed or remembered
 # (the gateway refuses an Authorization header past GATEWAY_MAX_AUTHORIZATION_BYTES before this).
 MAX_TOKEN_CHARS = 4096
+# Seconds of clock skew allowed on `exp` and `iat`: a token verifies until exp + LEEWAY.
+LEEWAY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,7 @@ class TokenVerifier:
     """
 
     def __init__(self, *, issuer: str, audience: str, jwks_source: JwksSource, cache_seconds: float = 600.0,
-                 min_refresh: float = 30.0, leeway: float = 5.0, memo_size: int = 50_000) -> None:
+                 min_refresh: float = 5.0, leeway: float = LEEWAY, memo_size: int = 50_000) -> None:
         self.issuer = issuer
         self.audience = audience
         self._source = jwks_source

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -42,6 +43,9 @@ class CommonSettings(BaseSettings):
     jwt_issuer: str = Field("bagtrack-auth", validation_alias=_env("JWT_ISSUER"))
     jwt_audience: str = Field("bagtrack", validation_alias=_env("JWT_AUDIENCE"))
     jwks_cache_seconds: float = Field(600, gt=0, validation_alias=_env("JWKS_CACHE_SECONDS"))
+    # A token with a key id the verifier does not hold refetches the JWKS, at most once per this many seconds.
+    # The same value everywhere: auth's AUTH_KEY_ACTIVATION_DELAY must exceed it (services/auth/config.py).
+    jwks_min_refresh: float = Field(5, gt=0, le=60, validation_alias=_env("JWKS_MIN_REFRESH"))
     upstream_timeout: float = Field(5.0, gt=0, le=120, validation_alias=_env("UPSTREAM_TIMEOUT"))
     # Every client to another service (shared.http.ResilientClient): connect budget, pool, breaker.
     connect_timeout: float = Field(1.0, gt=0, le=30)
@@ -55,6 +59,9 @@ class CommonSettings(BaseSettings):
     breaker_probes: int = Field(3, ge=1)
     verified_tokens_max: int = Field(50_000, ge=0)  # 0 disables remembering verified tokens
     dispatch_areas: str = Field(DEFAULT_AREAS, validation_alias=_env("DISPATCH_AREAS"))
+    # The warehouse's clock: "today" and "a day" (billing's end-of-day summary, the dashboard's today) are its
+    # local days. An IANA zone name, checked at start-up.
+    timezone: str = Field("Asia/Kolkata", validation_alias=_env("BAGTRACK_TIMEZONE"))
     # Peers whose X-Forwarded-For is believed (shared.proxies): IPs and CIDRs, comma-separated, per process
     # (GATEWAY_TRUSTED_PROXIES, AUTH_TRUSTED_PROXIES, ...). Unset: the gateway trusts nobody, a service loopback.
     trusted_proxies: str | None = None
@@ -64,6 +71,19 @@ class CommonSettings(BaseSettings):
         return dict(window=self.breaker_window, min_calls=self.breaker_min_calls,
                     failure_rate=self.breaker_failure_rate, reset_timeout=self.breaker_reset_timeout,
                     probes=self.breaker_probes)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"BAGTRACK_TIMEZONE {value!r} is not a known time zone (e.g. Asia/Kolkata)") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @property
     def areas(self) -> tuple[str, ...]:

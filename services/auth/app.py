@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from services.auth.api import auth, users
 from services.auth.config import Settings
 from services.auth.passwords import unmap_hash_buffers_when_freed
-from services.auth.service import build_context, first_admin, purge_old_refresh_tokens
+from services.auth.service import build_context, first_admin, purge_old_refresh_tokens, reload_signing_keys
 from shared.app import Job, create_service_app
 
 
@@ -20,7 +20,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(settings, title="bagtrack auth", routers=[auth.router, users.router],
                              on_startup=[build_context, first_admin],
                              jobs=[Job("purge refresh tokens", every=3600, run=purge_old_refresh_tokens,
-                                       first_after=300)],
+                                       first_after=300),
+                                   Job("reload signing keys", every=settings.key_ring_reload_seconds,
+                                       run=reload_signing_keys)],
                              # Auth verifies its own tokens with the key it holds: no HTTP call to itself.
                              jwks_source=lambda app: _own_keys(app))
     if not unmap_hash_buffers_when_freed():  # before any hashing thread exists

@@ -13,10 +13,16 @@ class Settings(ServiceSettings):
 
     service_name = "auth"
 
-    # Ed25519 signing key (PEM). In production one of these must be given, and every auth replica
-    # must share it; in development a key is generated once under var/.
+    # Ed25519 signing key (PEM) that seeds an empty key ring (services/auth/keys.py); after that the ring in the
+    # database is what signs, and rotates. Required in production; in development a key is generated once under var/.
     jwt_private_key: SecretStr | None = None
     jwt_private_key_file: Path | None = None
+    # Every replica reads the ring again this often (seconds), so all of them sign with the same current key.
+    key_ring_reload_seconds: float = Field(2, gt=0, le=30)
+    # A rotated-in key is published at once and signs this many seconds later; must exceed what a verifier may
+    # be behind (min_activation_delay: 9 s by default; the rest is room for clock skew between the hosts).
+    # `rotate-key --activate-in` may choose another delay above that minimum.
+    key_activation_delay: float = Field(15, gt=0, le=3600)
     access_token_ttl: int = Field(900, ge=60, le=3600)
     refresh_token_ttl: int = Field(14 * 24 * 3600, ge=300)
     # A refresh retried within this many seconds of the token's first use (its answer was lost: a dropped
@@ -57,6 +63,32 @@ class Settings(ServiceSettings):
     admin_username: str | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_USERNAME"))
     admin_password: SecretStr | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_PASSWORD"))
     admin_email: str | None = Field(None, validation_alias=AliasChoices("BAGTRACK_ADMIN_EMAIL"))
+
+    @property
+    def jwks_max_age(self) -> int:
+        """Cache-Control max-age of GET /auth/jwks: no longer than a replica's own copy of the ring may be old."""
+        return int(self.key_ring_reload_seconds)
+
+    @property
+    def jwks_staleness(self) -> float:
+        """How far behind the ring a fetched JWKS may be: a replica's copy (reloaded every key_ring_reload_seconds)
+        plus a cache in between (the JWKS answer's max-age)."""
+        return self.key_ring_reload_seconds + self.jwks_max_age
+
+    @property
+    def min_activation_delay(self) -> float:
+        """A new key must be published longer than this before it signs: a verifier that fetched before it was
+        visible then holds keys older than jwks_min_refresh when it first sees the new kid, so it refetches."""
+        return self.jwks_min_refresh + self.jwks_staleness
+
+    @model_validator(mode="after")
+    def _activation_outlasts_verifiers(self) -> "Settings":
+        if self.key_activation_delay <= self.min_activation_delay:
+            raise ValueError(
+                f"AUTH_KEY_ACTIVATION_DELAY ({self.key_activation_delay:g} s) must exceed JWKS_MIN_REFRESH "
+                f"({self.jwks_min_refresh:g} s) + the JWKS staleness ({self.jwks_staleness:g} s: "
+                "AUTH_KEY_RING_RELOAD_SECONDS and the answer's max-age), or a verifier may refuse a fresh token")
+        return self
 
     @model_validator(mode="after")
     def _production_secrets(self) -> "Settings":

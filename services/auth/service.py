@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.auth import repository as repo
 from services.auth.config import Settings
-from services.auth.keys import SigningKey
+from services.auth.keys import KeyRing, load_ring, seed_ring
 from services.auth.passwords import Passwords, password_problems
 from services.auth.schemas import TokenPair, UserCreate, UserUpdate
 from services.auth.throttle import FailureThrottle
@@ -46,7 +46,7 @@ class AuthContext:
     db: Database
     cache: Cache
     passwords: Passwords
-    keys: SigningKey
+    keys: KeyRing  # replaced by reload_signing_keys every AUTH_KEY_RING_RELOAD_SECONDS
     login_failures: FailureThrottle = field(init=False)  # per (username, client address)
     password_change_failures: FailureThrottle = field(init=False)  # per user
 
@@ -65,12 +65,27 @@ class AuthContext:
 
 
 async def build_context(app: FastAPI) -> None:
-    """Start-up hook: the auth context on app.state (the dummy hash is computed off the event loop)."""
+    """Start-up hook: the auth context on app.state (the dummy hash is computed off the event loop), with the key
+    ring read from the database (seeded with the configured key when empty)."""
     settings: Settings = app.state.settings
     passwords = await Passwords.create(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
                                        parallelism=settings.argon2_parallelism,
                                        max_concurrent=settings.max_concurrent_hashes)
-    app.state.auth = AuthContext(settings, app.state.db, app.state.cache, passwords, SigningKey.load(settings))
+    await seed_ring(app.state.db, app.state.cache, settings)
+    ring = await load_ring(app.state.db)
+    log.info("signing with key %s", ring.signing().kid)
+    app.state.auth = AuthContext(settings, app.state.db, app.state.cache, passwords, ring)
+
+
+async def reload_signing_keys(app: FastAPI) -> None:
+    """Background job: read the key ring again, so a rotation reaches this replica long before its key signs."""
+    ctx: AuthContext = app.state.auth
+    ring = await load_ring(ctx.db)
+    known = {k.kid for k in ctx.keys.keys}
+    for key in ring.keys:
+        if key.kid not in known:
+            log.info("signing key %s published; signs from %s", key.kid, key.activates_at.isoformat())
+    ctx.keys = ring
 
 
 async def first_admin(app: FastAPI) -> None:
@@ -255,7 +270,8 @@ async def _issue_tokens(work: UnitOfWork, ctx: AuthContext, user: Row, *, family
         "typ": "access", "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
         "iat": int(now.timestamp()), "exp": int(now.timestamp()) + settings.access_token_ttl, "jti": uuid.uuid4().hex,
     }
-    access = jwt.encode(claims, ctx.keys.private_key, algorithm="EdDSA", headers={"kid": ctx.keys.kid})
+    key = ctx.keys.signing(now)
+    access = jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
     token_id, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
     await repo.add_refresh_token(work, dict(
         id=token_id, family_id=family_id or secrets.token_urlsafe(24), user_id=user["id"], secret_hash=_digest(secret),

@@ -20,7 +20,7 @@ def _claims(api, **overrides):
 
 
 def _sign(api, claims, key=None, kid=None):
-    keys = api.app.state.auth.keys
+    keys = api.app.state.auth.keys.signing()
     return jwt.encode(claims, key or keys.private_key, algorithm="EdDSA", headers={"kid": kid or keys.kid})
 
 

@@ -40,5 +40,6 @@ async def me(ctx: ContextDep, principal: CurrentUser) -> UserPublic:
 
 @router.get("/jwks")
 async def jwks(ctx: ContextDep, response: Response) -> dict:
-    response.headers["Cache-Control"] = "public, max-age=300"
+    # Briefly cacheable: a copy held longer would delay the next key past its activation (Settings.jwks_staleness).
+    response.headers["Cache-Control"] = f"public, max-age={ctx.settings.jwks_max_age}"
     return ctx.keys.jwks()
