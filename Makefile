@@ -18,9 +18,11 @@ run: venv
 test: venv tools
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-# The route fuzz (tests/fuzz) with 400 hostile requests per route and role instead of 24: a few minutes.
+# Both fuzzers, long: the in-process route fuzz (400 hostile requests per route and role) and schemathesis through
+# the real gateway as each role (200 examples per operation): about 12-15 minutes.
 test-fuzz: venv tools
-	@BAGTRACK_FUZZ_CASES=$${FUZZ_CASES:-400} $(PY) -m pytest tests/fuzz -q $(PYTEST_ARGS)
+	@BAGTRACK_FUZZ_CASES=$${FUZZ_CASES:-400} BAGTRACK_SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-200} \
+		$(PY) -m pytest tests/fuzz -q $(PYTEST_ARGS)
 
 migrate: venv
 	@$(PY) -m shared.migrate

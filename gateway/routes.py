@@ -1,8 +1,8 @@
 """The route table: the public API's routes (an explicit allow-list), which upstream owns each, and which need no token.
 
 Only the routes listed in PUBLIC_API pass the gateway. Everything else under /api/v1 is a 404 from the gateway, as
-for an unknown area: in particular the service-to-service routes (billing's GET /bills/parents/{parent_qr}, asked by
-scanning before it deletes a parent) and any route a service grows before it is added here. The merged
+for an unknown area: in particular the service-to-service routes (each service's /internal/..., e.g. scanning's
+bill marks, which only billing calls) and any route a service grows before it is added here. The merged
 /openapi.json (gateway.openapi) shows exactly these routes.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ AREAS = {
 # The public API: (method, service-side path template, needs an access token). Templates are the services' own
 # (FastAPI) paths, "{name}" matching one non-empty path segment; a literal route wins over a templated one.
 #
-# Add a route here when it is built for clients, never a service-to-service one. Still to come, each added here as
-# it is built: bills (creating and filling bills: the billing issue; NOT /bills/parents/{parent_qr}, which only
-# scanning calls), the dashboard (its read routes and its event stream), and the web app's routes.
+# Add a route here when it is built for clients, never a service-to-service one (those live under /internal/ and
+# are never listed). Still to come, each added here as it is built: the dashboard (its read routes and its event
+# stream) and the web app's routes.
 PUBLIC_API: tuple[tuple[str, str, bool], ...] = (
     # auth
     ("POST", "/auth/login", False),
@@ -51,6 +51,19 @@ PUBLIC_API: tuple[tuple[str, str, bool], ...] = (
     ("GET", "/bags/{qr_id}", True),
     ("DELETE", "/bags/{qr_id}", True),
     ("DELETE", "/bags/{parent_qr}/children/{child_qr}", True),
+    # bills (billing)
+    ("GET", "/bills", True),
+    ("POST", "/bills", True),
+    ("GET", "/bills/summary", True),
+    ("GET", "/bills/export.csv", True),
+    ("GET", "/bills/{bill_id}", True),
+    ("PATCH", "/bills/{bill_id}", True),
+    ("DELETE", "/bills/{bill_id}", True),
+    ("POST", "/bills/{bill_id}/bags", True),
+    ("DELETE", "/bills/{bill_id}/bags/{parent_qr}", True),
+    ("POST", "/bills/{bill_id}/complete", True),
+    ("POST", "/bills/{bill_id}/reopen", True),
+    ("GET", "/bills/{bill_id}/history", True),
 )
 
 # (method, service-side path) reachable without an access token.

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request, Response
+from pydantic import BaseModel
 
 from shared.db import Database
 
@@ -24,3 +25,14 @@ async def client_ip(request: Request) -> str:
 
 DbDep = Annotated[Database, Depends(get_db)]
 ClientIp = Annotated[str, Depends(client_ip)]
+
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]
+
+
+def json_response(model: BaseModel, *, status_code: int = 200, replayed: bool | None = None) -> Response:
+    """The answer as JSON, serialised once: the route's response_model documents it, and FastAPI does not
+    validate a finished Response again. `replayed` adds Idempotent-Replayed (true: the first answer, again)."""
+    headers = None if replayed is None else {REPLAYED_HEADER: "true" if replayed else "false"}
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json", headers=headers)

@@ -117,11 +117,13 @@ class ResilientClient:
         params: Any = None,
         data: bytes | None = None,
         retry: bool | None = None,
+        timeout: float | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Open a response whose body the caller reads; breaker and timeouts apply to getting its head.
 
         Connection failures are retried (`retries` times) only when the call is safe to repeat: a safe
-        method, or `retry=True` for writes that carry an idempotency key.
+        method, or `retry=True` for writes that carry an idempotency key. `timeout` replaces the client's read
+        budget for this call (a caller that must answer sooner than the upstream's usual latency allows).
         """
         if self._session is None:
             await self.start()
@@ -132,6 +134,8 @@ class ResilientClient:
         request_id = request_id_var.get()
         if request_id and "X-Request-ID" not in outgoing and "x-request-id" not in outgoing:
             outgoing["X-Request-ID"] = request_id
+        budget = self.timeout if timeout is None else aiohttp.ClientTimeout(
+            total=None, connect=min(self.timeout.connect or timeout, timeout), sock_read=timeout)
         start = time.perf_counter()
         outcome = "error"
         try:
@@ -144,7 +148,7 @@ class ResilientClient:
                                               retry_after=max(1, round(exc.retry_after))) from None
                 try:
                     response = await self._session.request(method, url, headers=outgoing, params=params, data=data,
-                                                           allow_redirects=False)
+                                                           allow_redirects=False, timeout=budget)
                 except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
                     self.breaker.record_failure()
                     # A connect timeout means "unreachable" (503, retryable), not "slow to answer" (504).

@@ -202,7 +202,16 @@ async def purge_idempotency_keys(db: Database, cache: Cache, before: datetime, *
     return await write_in_batches(db, cache, one_batch, batch=batch)
 
 
-async def _find(work: UnitOfWork, idempotency: Idempotency) -> Any:
+async def recorded(db: Database, idempotency: Idempotency | None) -> Any:
+    """The first answer stored under a key, or None: for a write that must ask another service before its
+    transaction, so a retry is answered without asking again (the write itself still records the key)."""
+    if idempotency is None:
+        return None
+    async with db.read() as conn:
+        return await _find(conn, idempotency)
+
+
+async def _find(work: UnitOfWork | Conn, idempotency: Idempotency) -> Any:
     row = await work.row(
         select(IDEMPOTENT_REQUESTS.c.fingerprint, IDEMPOTENT_REQUESTS.c.response)
         .where(IDEMPOTENT_REQUESTS.c.user_id == idempotency.user_id, IDEMPOTENT_REQUESTS.c.key == idempotency.key))

@@ -82,6 +82,7 @@ class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
+        self.hung = False  # hang(): bytes are swallowed both ways, connections stay open (a server that froze)
         self._loop = asyncio.new_event_loop()
         self._server = None
         self._writers: set = set()
@@ -94,6 +95,8 @@ class TcpProxy:
         async def pipe(reader, writer) -> None:
             try:
                 while chunk := await reader.read(65536):
+                    if self.hung:
+                        continue
                     writer.write(chunk)
                     await writer.drain()
             except (ConnectionError, asyncio.CancelledError):
@@ -116,6 +119,10 @@ class TcpProxy:
 
         self._run(listen())
         return self
+
+    def hang(self, hung: bool = True) -> None:
+        """Accept and keep connections but answer nothing (`hang(False)` forwards again)."""
+        self.hung = hung
 
     def stop(self) -> None:
         """Refuse new connections and reset the open ones."""

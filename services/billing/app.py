@@ -1,11 +1,18 @@
-"""Billing service: bills (truck loads) and the parent bags on them. So far it answers which bill holds a
-parent (scanning asks before deleting one); creating and filling bills comes with the billing issue."""
+"""Billing service: bills (truck loads) and the parent bags loaded onto them, with scanning's marks kept true by
+an outbox and a reconciler (services/billing/marks.py)."""
 from fastapi import FastAPI
 
-from services.billing.api import parents
+from services.billing import service
+from services.billing.api import bills
 from services.billing.config import Settings
-from shared.app import create_service_app
+from shared.app import Job, create_service_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(settings or Settings(), title="bagtrack billing", routers=[parents.router])
+    settings = settings or Settings()
+    return create_service_app(
+        settings, title="bagtrack billing", routers=[bills.router], upstreams={"scanning": settings.scanning_url},
+        on_startup=[service.build_context],
+        jobs=[Job("deliver mark clears", every=settings.outbox_interval, run=service.work_outbox, first_after=1),
+              Job("reconcile marks", every=settings.reconcile_interval, run=service.reconcile),
+              Job("purge idempotency keys", every=3600, run=service.purge_old_keys, first_after=60)])

@@ -1,15 +1,227 @@
-"""SQL of the billing service."""
+"""SQL of the billing service. Every write that a race could break is one conditional statement on the bill's row
+(the capacity claim, complete, reopen, a capacity edit), so concurrent requests queue on that row and each sees
+the other's result; no rules live here."""
 from __future__ import annotations
 
-from sqlalchemy import select
+import json
+from datetime import datetime
+from typing import Any, AsyncIterator
 
-from services.billing.models import Bill, BillParent
-from shared.db import Conn
+from sqlalchemy import and_, case, delete, func, insert, literal_column, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-bills, bill_parents = Bill.__table__, BillParent.__table__
+from services.billing.models import Bill, BillDayCounter, BillEvent, BillParent
+from shared.db import Conn, Row
+from shared.security import Principal
+from shared.timeutil import utcnow
+from shared.unit_of_work import UnitOfWork
+
+bills, parents, events, counters = Bill.__table__, BillParent.__table__, BillEvent.__table__, BillDayCounter.__table__
+
+# What ?q= searches; the same expression as PostgreSQL's trigram index (billing migration 0002, ix_bills_search).
+SEARCH_TEXT = literal_column("lower(bills.bill_key || ' ' || coalesce(bills.description, '') || ' ' || "
+                             "coalesce(bills.destination, '') || ' ' || coalesce(bills.vehicle_number, ''))")
 
 
-async def bill_of_parent(conn: Conn, parent_qr: str) -> str | None:
-    """The bill id holding this parent bag, or None."""
-    return await conn.scalar(select(bills.c.bill_id).join(bill_parents, bill_parents.c.bill_pk == bills.c.id)
-                             .where(bill_parents.c.parent_qr == parent_qr))
+async def next_day_number(work: UnitOfWork, day: str) -> int:
+    """The next number of a day's generated codes: one upsert on that day's counter row."""
+    dialect = postgresql if work.dialect == "postgresql" else sqlite
+    statement = dialect.insert(counters).values(day=day, last=1)
+    statement = statement.on_conflict_do_update(index_elements=[counters.c.day],
+                                                set_={"last": counters.c.last + 1}).returning(counters.c.last)
+    return await work.scalar(statement)
+
+
+async def insert_bill(work: UnitOfWork, **values: Any) -> int:
+    now = utcnow()
+    return await work.scalar(insert(bills).values(linked_count=0, expected_weight_kg=0, actual_weight_kg=0,
+                                                  status="new", created_at=now, updated_at=now, **values)
+                             .returning(bills.c.id))
+
+
+async def get_bill(conn: Conn | UnitOfWork, key: str) -> Row | None:
+    return await conn.row(select(bills).where(bills.c.bill_key == key))
+
+
+async def bill_parents(conn: Conn, bill_pk: int) -> list[Row]:
+    """A bill's parents in the order they were loaded (pending ones included, with their state)."""
+    return await conn.rows(select(parents).where(parents.c.bill_pk == bill_pk).order_by(parents.c.id))
+
+
+async def holder_of(conn: Conn | UnitOfWork, qr: str) -> Row | None:
+    """The bill holding (or being loaded with) a parent, with the parent's row state."""
+    return await conn.row(select(bills.c.bill_id, bills.c.id, parents.c.state)
+                          .join(parents, parents.c.bill_pk == bills.c.id).where(parents.c.parent_qr == qr))
+
+
+def _pending_count(bill_pk) -> Any:
+    return (select(func.count()).select_from(parents)
+            .where(parents.c.bill_pk == bill_pk, parents.c.state == "pending").scalar_subquery())
+
+
+async def claim_slot(work: UnitOfWork, bill_pk: int) -> bool:
+    """Take one of the bill's free slots, unless it is completed or full (checked and taken in one statement)."""
+    return await work.execute(
+        update(bills).where(bills.c.id == bill_pk, bills.c.status != "completed",
+                            bills.c.linked_count < bills.c.capacity)
+        .values(linked_count=bills.c.linked_count + 1, status="processing", updated_at=utcnow())) == 1
+
+
+async def insert_pending(work: UnitOfWork, bill_pk: int, qr: str, added_by: str) -> int:
+    """The parent's row, before scanning is asked; its id is the link the mark carries. A parent already on a
+    bill is an IntegrityError (the unique parent_qr: one bill per parent, enforced here)."""
+    return await work.scalar(insert(parents).values(bill_pk=bill_pk, parent_qr=qr, state="pending", capacity=0,
+                                                    child_count=0, added_by=added_by, added_at=utcnow())
+                             .returning(parents.c.id))
+
+
+async def activate(work: UnitOfWork, link: int, bill_pk: int, capacity: int, child_count: int) -> bool:
+    """The mark landed: the pending row counts, with the parent's full and current weight."""
+    if await work.execute(update(parents).where(parents.c.id == link, parents.c.state == "pending")
+                          .values(state="active", capacity=capacity, child_count=child_count)) != 1:
+        return False
+    await work.execute(update(bills).where(bills.c.id == bill_pk).values(
+        expected_weight_kg=bills.c.expected_weight_kg + capacity, actual_weight_kg=bills.c.actual_weight_kg + child_count,
+        updated_at=utcnow()))
+    return True
+
+
+def _after_leaving(left: Any) -> dict[str, Any]:
+    """The bill's status once a parent has left it: no parents, new; otherwise processing (a completed bill
+    reopens: it no longer holds what completed it)."""
+    return {"status": case((left == 0, "new"), else_="processing"), "completed_at": None}
+
+
+async def release_pending(work: UnitOfWork, link: int, bill_pk: int) -> bool:
+    """The add failed after claiming: drop its row and give the slot back."""
+    if await work.execute(delete(parents).where(parents.c.id == link, parents.c.state == "pending")) != 1:
+        return False
+    left = bills.c.linked_count - 1
+    await work.execute(update(bills).where(bills.c.id == bill_pk).values(
+        linked_count=left, updated_at=utcnow(),
+        status=case((bills.c.status == "completed", bills.c.status), (left == 0, "new"), else_=bills.c.status)))
+    return True
+
+
+async def remove_parent(work: UnitOfWork, bill_pk: int, qr: str) -> Row | None:
+    """Take an active parent off the bill and recalculate; the removed row, or None if it is not on it."""
+    row = await work.row(delete(parents).where(parents.c.bill_pk == bill_pk, parents.c.parent_qr == qr,
+                                               parents.c.state == "active").returning(parents))
+    if row is None:
+        return None
+    left = bills.c.linked_count - 1
+    await work.execute(update(bills).where(bills.c.id == bill_pk).values(
+        linked_count=left, expected_weight_kg=bills.c.expected_weight_kg - row["capacity"],
+        actual_weight_kg=bills.c.actual_weight_kg - row["child_count"], updated_at=utcnow(), **_after_leaving(left)))
+    return row
+
+
+async def complete(work: UnitOfWork, bill_pk: int) -> bool:
+    """Completed when it holds at least one parent, all its slots are filled, and no add is still in flight."""
+    return await work.execute(
+        update(bills).where(bills.c.id == bill_pk, bills.c.status != "completed", bills.c.linked_count >= 1,
+                            bills.c.linked_count >= bills.c.capacity, _pending_count(bills.c.id) == 0)
+        .values(status="completed", completed_at=utcnow(), updated_at=utcnow())) == 1
+
+
+async def reopen(work: UnitOfWork, bill_pk: int) -> bool:
+    return await work.execute(update(bills).where(bills.c.id == bill_pk, bills.c.status == "completed")
+                              .values(status="processing", completed_at=None, updated_at=utcnow())) == 1
+
+
+async def edit(work: UnitOfWork, bill_pk: int, changes: dict[str, Any]) -> bool:
+    """Apply `changes`; a new capacity never below what is linked (checked in the statement), and raising the
+    capacity of a completed bill reopens it (it is no longer full)."""
+    values: dict[str, Any] = {**changes, "updated_at": utcnow()}
+    condition = [bills.c.id == bill_pk]
+    if "capacity" in changes:
+        capacity = changes["capacity"]
+        condition.append(bills.c.linked_count <= capacity)
+        raised = and_(bills.c.status == "completed", bills.c.capacity < capacity)
+        values["status"] = case((raised, "processing"), else_=bills.c.status)
+        values["completed_at"] = case((raised, None), else_=bills.c.completed_at)
+    return await work.execute(update(bills).where(*condition).values(**values)) == 1
+
+
+async def delete_bill(work: UnitOfWork, bill_pk: int) -> list[Row]:
+    """Delete the bill; its parent rows go with it (returned, so their marks can be cleared)."""
+    gone = await work.rows(delete(parents).where(parents.c.bill_pk == bill_pk).returning(parents))
+    await work.execute(delete(bills).where(bills.c.id == bill_pk))
+    return gone
+
+
+async def refresh_counts(work: UnitOfWork, bill_pk: int, counts: dict[str, int]) -> None:
+    """Store the children scanning counted now, and the bill's actual weight from them."""
+    for qr, count in counts.items():
+        await work.execute(update(parents).where(parents.c.bill_pk == bill_pk, parents.c.parent_qr == qr)
+                           .values(child_count=count))
+    actual = (select(func.coalesce(func.sum(parents.c.child_count), 0))
+              .where(parents.c.bill_pk == bill_pk, parents.c.state == "active").scalar_subquery())
+    await work.execute(update(bills).where(bills.c.id == bill_pk).values(actual_weight_kg=actual, counted_at=utcnow()))
+
+
+async def record(work: UnitOfWork, bill: Row | dict, kind: str, principal: Principal | None, *,
+                 parent_qr: str | None = None, detail: dict[str, Any] | None = None) -> None:
+    """One line of the bill's history."""
+    await work.execute(insert(events).values(
+        bill_pk=bill["id"], bill_id=bill["bill_id"], kind=kind, parent_qr=parent_qr,
+        detail=json.dumps(detail, default=str) if detail else None,
+        user_id=principal.user_id if principal else None, username=principal.username if principal else "system",
+        created_at=utcnow()))
+
+
+async def history(conn: Conn, bill_pk: int, *, after_id: int | None, limit: int) -> list[Row]:
+    query = select(events).where(events.c.bill_pk == bill_pk)
+    if after_id is not None:
+        query = query.where(events.c.id > after_id)
+    return await conn.rows(query.order_by(events.c.id).limit(limit))
+
+
+def _filtered(query, *, status: str | None, created_by: str | None, created_from: datetime | None,
+              created_to: datetime | None, q: str | None):
+    if status:
+        query = query.where(bills.c.status == status)
+    if created_by:
+        query = query.where(bills.c.created_by == created_by)
+    if created_from:
+        query = query.where(bills.c.created_at >= created_from)
+    if created_to:
+        query = query.where(bills.c.created_at < created_to)
+    if q:
+        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(SEARCH_TEXT.like(pattern, escape="\\"))
+    return query
+
+
+async def list_bills(conn: Conn, *, before_id: int | None, limit: int, **filters: Any) -> list[Row]:
+    """Newest first, keyset on id."""
+    query = _filtered(select(bills), **filters)
+    if before_id is not None:
+        query = query.where(bills.c.id < before_id)
+    return await conn.rows(query.order_by(bills.c.id.desc()).limit(limit))
+
+
+async def stream_bills(conn: Conn, **filters: Any) -> AsyncIterator[Row]:
+    async for row in conn.stream(_filtered(select(bills), **filters).order_by(bills.c.id)):
+        yield row
+
+
+async def day_summary(conn: Conn, start: datetime, end: datetime) -> list[Row]:
+    """Bills created in [start, end), grouped by status and creator, with their counts, bags and weights."""
+    return await conn.rows(
+        select(bills.c.status, bills.c.created_by, func.count().label("bills"),
+               func.coalesce(func.sum(bills.c.linked_count), 0).label("bags"),
+               func.coalesce(func.sum(bills.c.expected_weight_kg), 0).label("expected_weight_kg"),
+               func.coalesce(func.sum(bills.c.actual_weight_kg), 0).label("actual_weight_kg"))
+        .where(bills.c.created_at >= start, bills.c.created_at < end)
+        .group_by(bills.c.status, bills.c.created_by).order_by(bills.c.created_by, bills.c.status))
+
+
+async def stuck_pending(conn: Conn, before: datetime, limit: int = 500) -> list[Row]:
+    return await conn.rows(select(parents.c.id, parents.c.parent_qr, parents.c.bill_pk, bills.c.bill_id)
+                           .join(bills, bills.c.id == parents.c.bill_pk)
+                           .where(parents.c.state == "pending", parents.c.added_at < before).limit(limit))
+
+
+async def held_links(conn: Conn, links: list[int]) -> set[int]:
+    return {row["id"] for row in await conn.rows(select(parents.c.id).where(parents.c.id.in_(links)))}

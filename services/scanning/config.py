@@ -5,11 +5,10 @@ import json
 import re
 from functools import cached_property
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
-from shared.topology import default_url
 
 # Parent QR formats and how many children each holds (1 kg a child). Settable as JSON.
 DEFAULT_PARENT_FORMATS = '[{"pattern": "^SB[0-9]{5}$", "capacity": 30}, {"pattern": "^M444-[0-9]{5}$", "capacity": 15}]'
@@ -25,7 +24,6 @@ class Settings(ServiceSettings):
     unlink_window_seconds: int = Field(3600, ge=0)
     lookup_cache_seconds: float = Field(60, ge=0)
     idempotency_ttl_hours: int = Field(48, ge=1)
-    billing_url: str = Field(default_url("billing"), validation_alias=AliasChoices("BILLING_URL"))
 
     @field_validator("parent_formats")
     @classmethod

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request, Response
-from pydantic import BaseModel
+from fastapi import Depends, Path, Request
 
 from services.scanning.writes import ScanningContext
 from shared.errors import InvalidInput
 from shared.security import CurrentPrincipal, Principal, require_roles
-
-REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 async def get_context(request: Request) -> ScanningContext:
@@ -22,7 +19,8 @@ Scanner = Annotated[Principal, Depends(require_roles("dispatcher", "admin"))]
 Deleter = Annotated[Principal, Depends(require_roles("admin", "biller"))]
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
 Anyone = CurrentPrincipal
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]
+# A QR in a path, as scanned (it may carry a scanner's control characters): normalised by services.scanning.qr.
+Qr = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 def pick_key(body_key: str | None, header_key: str | None) -> str | None:
@@ -30,10 +28,3 @@ def pick_key(body_key: str | None, header_key: str | None) -> str | None:
     if body_key and header_key and body_key != header_key:
         raise InvalidInput("scan_id and Idempotency-Key differ; send one of them")
     return body_key or header_key
-
-
-def json_response(model: BaseModel, *, replayed: bool | None = None) -> Response:
-    """The answer as JSON, serialised once: the route's response_model documents it, and FastAPI does not
-    validate a finished Response again. `replayed` adds Idempotent-Replayed (true: the first answer, again)."""
-    headers = None if replayed is None else {REPLAYED_HEADER: "true" if replayed else "false"}
-    return Response(model.model_dump_json(), media_type="application/json", headers=headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, SmallInteger,
-                        String, func)
+                        String, func, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
@@ -32,16 +32,23 @@ class Bag(Base):
     created_by: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The code of the bill holding a parent, set by billing before it commits the bill (services/scanning/marks.py).
+    bill_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    bill_link: Mapped[int | None] = mapped_column(BigId, nullable=True)  # billing's row: the one mark a clear undoes
+    billed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
         CheckConstraint("type IN ('parent', 'child')", name="ck_bags_type"),
         CheckConstraint("status IN ('pending', 'in_progress', 'completed')", name="ck_bags_status"),
         CheckConstraint("type = 'child' OR parent_id IS NULL", name="ck_bags_only_children_have_parents"),
         CheckConstraint("child_count >= 0 AND child_count <= COALESCE(capacity, 0)", name="ck_bags_capacity"),
+        CheckConstraint("type = 'parent' OR bill_id IS NULL", name="ck_bags_only_parents_are_billed"),
         Index("ix_bags_parent_id", "parent_id"),
         Index("ix_bags_area_id", "dispatch_area", "id"),
         Index("ix_bags_type_status_id", "type", "status", "id"),
         Index("ix_bags_created_at", "created_at"),
+        Index("ix_bags_billed_at", "billed_at", postgresql_where=text("bill_id IS NOT NULL"),
+              sqlite_where=text("bill_id IS NOT NULL")),
     )
 
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from services.scanning.config import Settings
-from shared.codes import normalize_code
+from shared.codes import is_bill_code, normalize_code
 from shared.errors import ProblemError
 
 
@@ -21,7 +21,10 @@ class QrKind:
 
 
 def classify(qr: str, settings: Settings) -> QrKind | None:
-    """Parent (with capacity), child, or None when the code matches no format. A parent format wins."""
+    """Parent (with capacity), child, or None when the code matches no format. A parent format wins. A code
+    holding the bill mark is a bill's, never a bag's, whatever formats are configured."""
+    if is_bill_code(qr):
+        return None
     for pattern, capacity in settings.parent_rules:
         if pattern.match(qr):
             return QrKind(True, capacity)
@@ -35,7 +38,7 @@ def parent_code(settings: Settings, raw: str) -> tuple[str, int]:
     qr = normalize_code(raw)
     kind = classify(qr, settings)
     if kind is None or not kind.is_parent:
-        what = "a child QR" if kind else "not a known QR format"
+        what = "a child QR" if kind else "a bill code" if is_bill_code(qr) else "not a known QR format"
         raise InvalidQr(f"{qr or raw!r} is {what}; a parent QR looks like SB12345 or M444-12345", qr_id=qr)
     return qr, kind.capacity
 
@@ -54,7 +57,8 @@ def any_code(settings: Settings, raw: str) -> str:
     """A parent's or a child's normalised QR; 422 when it is neither."""
     qr = normalize_code(raw)
     if classify(qr, settings) is None:
-        raise InvalidQr(f"{qr or raw!r} is not a bag QR", qr_id=qr)
+        what = "a bill code, not" if is_bill_code(qr) else "not"
+        raise InvalidQr(f"{qr or raw!r} is {what} a bag QR", qr_id=qr)
     return qr
 
 

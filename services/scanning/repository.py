@@ -1,11 +1,11 @@
-"""SQL of the scanning service's reads and its delete (the scan writes are in scan_sql.py). Every list is
-keyset-paginated on an index; no rules live here."""
+"""SQL of the scanning service's reads, its delete and the bill marks (the scan writes are in scan_sql.py). Every
+list is keyset-paginated on an index; no rules live here."""
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, AsyncIterator
 
-from sqlalchemy import Select, and_, bindparam, delete, or_, select
+from sqlalchemy import Select, bindparam, delete, or_, select, update
 
 from services.scanning.models import Bag, Scan
 from shared.db import Conn, Row
@@ -44,14 +44,61 @@ async def get_bag(conn: Conn, qr: str) -> Row | None:
     return await conn.row(query)
 
 
-async def delete_empty_bag(work: UnitOfWork, bag_id: int) -> bool:
-    """Delete a parent holding no children or an unlinked child; False when it no longer is one (or is gone).
+async def delete_empty_bag(work: UnitOfWork, qr: str) -> bool:
+    """Delete a parent holding no children and on no bill, or an unlinked child; False when it is not one (or is
+    gone). A parent never has a parent, a child never children nor a bill, so one condition serves both.
 
-    The condition is re-checked under the row lock, so a child linked at this moment makes the delete a no-op
-    instead of a foreign-key error."""
-    empty = or_(and_(bags.c.type == "parent", bags.c.child_count == 0),
-                and_(bags.c.type == "child", bags.c.parent_id.is_(None)))
-    return await work.execute(delete(bags).where(bags.c.id == bag_id, empty)) == 1
+    The condition is re-checked under the row lock, so a child linked or a bill mark set at this moment makes the
+    delete a no-op (instead of a foreign-key error, or a billed parent gone)."""
+    deletable = (bags.c.qr_id == qr, bags.c.child_count == 0, bags.c.parent_id.is_(None), bags.c.bill_id.is_(None))
+    return await work.execute(delete(bags).where(*deletable)) == 1
+
+
+LINK = bags.c.bill_link.label("link")
+MARK = (bags.c.qr_id, bags.c.capacity, bags.c.child_count, bags.c.bill_id, LINK, bags.c.dispatch_area,
+        bags.c.billed_at)
+
+
+async def mark_billed(work: UnitOfWork, qr: str, bill_id: str, link: int, now: datetime) -> Row | None:
+    """Mark a parent as on `bill_id` by `link` unless another bill's mark is on it; the parent's MARK columns, or
+    None when nothing matched. The same bill again (a retry, or the parent loaded anew) takes the new link and
+    time: the mark is always the latest add's."""
+    return await work.row(
+        update(bags).where(bags.c.qr_id == qr, bags.c.type == "parent",
+                           or_(bags.c.bill_id.is_(None), bags.c.bill_id == bill_id))
+        .values(bill_id=bill_id, bill_link=link, billed_at=now)
+        .returning(*MARK))
+
+
+async def clear_mark(work: UnitOfWork, qr: str, bill_id: str, link: int) -> None:
+    """Take that mark (bill and link) off a parent; another bill's mark, or a later link's, stays."""
+    await work.execute(update(bags).where(bags.c.qr_id == qr, bags.c.bill_id == bill_id, bags.c.bill_link == link)
+                       .values(bill_id=None, bill_link=None, billed_at=None))
+
+
+async def parent_counts(conn: Conn, qrs: list[str]) -> list[Row]:
+    """What a bill needs of each of these parents, in one lookup on the QR index."""
+    return await conn.rows(select(bags.c.qr_id, bags.c.child_count, bags.c.capacity, bags.c.bill_id, LINK)
+                           .where(bags.c.qr_id.in_(qrs), bags.c.type == "parent"))
+
+
+def marks_query(*, limit: int, after_qr: str | None = None, billed_after: datetime | None = None,
+                billed_before: datetime | None = None) -> Select:
+    """Marked parents in QR order (keyset on qr_id). `bill_id IS NOT NULL` lets a billed_at window read the
+    partial index ix_bags_billed_at, which holds only marked parents; the page is sorted from the window's rows."""
+    query = (select(bags.c.qr_id, bags.c.bill_id, LINK, bags.c.billed_at).where(bags.c.bill_id.is_not(None))
+             .order_by(bags.c.qr_id).limit(limit))
+    if after_qr is not None:
+        query = query.where(bags.c.qr_id > after_qr)
+    if billed_after:
+        query = query.where(bags.c.billed_at >= billed_after)
+    if billed_before:
+        query = query.where(bags.c.billed_at < billed_before)
+    return query
+
+
+async def list_marks(conn: Conn, **filters: Any) -> list[Row]:
+    return await conn.rows(marks_query(**filters))
 
 
 # What a CSV export row holds, in its column order.

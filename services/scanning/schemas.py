@@ -1,7 +1,7 @@
 """Request and response shapes of the scanning service (the names are the public contract)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,10 @@ ScanKind = Literal["parent", "child", "unlink"]
 # Raw scanner input may carry control characters and padding; the normalised code is ≤ 32 characters.
 RawQr = Field(min_length=1, max_length=64)
 ScanId = Field(None, min_length=1, max_length=128, description="client-chosen id; a retry with it replays the first answer")
+# A bill's code as billing writes it (kept as sent): it always holds shared.codes.BILL_CODE_MARK, which no bag QR may.
+BILL_CODE = {"min_length": 1, "max_length": 40, "pattern": r"^[A-Za-z0-9.-]*_[A-Za-z0-9_.-]*$"}
+MAX_COUNTED = 500
+MAX_MARKS_PAGE = 1000
 
 
 class StrictBody(BaseModel):
@@ -63,3 +67,51 @@ class ScanOut(BaseModel):
     username: str
     repeat: bool
     created_at: UtcDateTime
+
+
+# --- internal routes (billing's calls: services/scanning/api/internal.py) ---------------------------------------
+
+Link = Field(ge=1, le=2**62, description="billing's row holding the parent: the one mark a clear undoes")
+
+
+class BillMarkIn(StrictBody):
+    bill_id: str = Field(**BILL_CODE)
+    link: int = Link
+
+
+class BillMarkOut(BaseModel):
+    qr_id: str
+    capacity: int
+    child_count: int
+    bill_id: str
+    link: int
+    dispatch_area: str
+    billed_at: UtcDateTime
+
+
+class ParentCountsIn(StrictBody):
+    qr_ids: list[Annotated[str, RawQr]] = Field(min_length=1, max_length=MAX_COUNTED)
+
+
+class ParentCount(BaseModel):
+    child_count: int
+    capacity: int
+    bill_id: str | None
+    link: int | None
+
+
+class ParentCountsOut(BaseModel):
+    parents: dict[str, ParentCount]
+    missing: list[str] = Field(description="asked for, but no such parent (never scanned, deleted, or a child)")
+
+
+class BillMark(BaseModel):
+    qr_id: str
+    bill_id: str
+    link: int
+    billed_at: UtcDateTime
+
+
+class BillMarksPage(BaseModel):
+    items: list[BillMark]
+    next_cursor: str | None = Field(description="after_qr of the next page; null on the last")

@@ -9,7 +9,6 @@ from fastapi import FastAPI
 
 from services.scanning import repository as repo
 from services.scanning import scan_sql
-from services.scanning.billing import parent_bill
 from services.scanning.config import Settings
 from services.scanning.qr import any_code, child_code, parent_code
 from services.scanning.schemas import ScanResult
@@ -18,7 +17,6 @@ from services.scanning.views import (area_scope, child_scan_result, may_see, no_
 from shared.cache import Cache
 from shared.db import Database
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
-from shared.http import ResilientClient
 from shared.security import Principal
 from shared.timeutil import utcnow
 from shared.unit_of_work import Idempotency, LostRace, UnitOfWork, Written, purge_idempotency_keys, run_write
@@ -30,6 +28,17 @@ class ParentFull(Conflict):
 
 class ChildOnAnotherParent(Conflict):
     slug = "child-on-another-parent"
+
+
+class ParentBilled(Conflict):
+    """A parent billing has marked as on a bill (services/scanning/marks.py): it is not deleted, nor put on a
+    second bill, until that bill clears the mark."""
+
+    slug = "parent-billed"
+
+    def __init__(self, qr: str, bill_id: str, **extra) -> None:
+        super().__init__(f"parent {qr} is on bill {bill_id}; remove it from the bill first", bill_id=bill_id,
+                         **extra)
 
 
 class ChildNotYours(Conflict):
@@ -47,7 +56,6 @@ class ScanningContext:
     settings: Settings
     db: Database
     cache: Cache
-    billing: ResilientClient
 
     @property
     def one_statement(self) -> bool:
@@ -58,7 +66,7 @@ class ScanningContext:
 async def build_context(app: FastAPI) -> None:
     """Start-up hook: the scanning context on app.state."""
     state = app.state
-    state.scanning = ScanningContext(state.settings, state.db, state.cache, state.clients["billing"])
+    state.scanning = ScanningContext(state.settings, state.db, state.cache)
 
 
 def cache_key(qr: str) -> str:
@@ -171,34 +179,32 @@ async def unlink_child(*, ctx: ScanningContext, principal: Principal, raw_parent
     return Written(unlink_result(written.result), written.replayed)
 
 
-async def delete_bag(*, ctx: ScanningContext, principal: Principal, raw_qr: str, headers: dict[str, str]) -> None:
-    """Delete an empty parent that is on no bill, or an unlinked child. Billing unreachable: 503, never a guess.
-    Only billers and admins get here (deps.Deleter), and they see every area: no area rule applies."""
+async def delete_bag(*, ctx: ScanningContext, raw_qr: str) -> None:
+    """Delete an empty parent on no bill, or an unlinked child: one conditional DELETE, decided under the row lock
+    that a concurrent link or bill mark takes, so a parent is never both deleted and billed. Only when it deletes
+    nothing does a re-read say why. Only billers and admins get here (deps.Deleter), and they see every area and
+    every bill: no area rule applies, and a refusal may name the bill."""
     qr = any_code(ctx.settings, raw_qr)
-    async with ctx.db.read() as conn:
-        bag = _deletable(await repo.get_bag(conn, qr), qr)
-    # Asked outside any transaction, so no database connection waits on another service.
-    bill = await parent_bill(ctx.billing, qr, headers) if bag["type"] == "parent" else None
-    if bill:
-        raise Conflict(f"parent {qr} is on bill {bill}; remove it from the bill first", bill_id=bill)
 
     async def remove(work: UnitOfWork) -> None:
-        if not await repo.delete_empty_bag(work, bag["id"]):
-            _deletable(await repo.get_bag(work.conn, qr), qr)  # says what changed meanwhile
-            raise Conflict(f"{qr} changed meanwhile; look it up and try again")
+        if not await repo.delete_empty_bag(work, qr):
+            _refuse(await repo.get_bag(work.conn, qr), qr)
+            raise LostRace  # deletable by now (a mark cleared, a child unlinked meanwhile): once more
         work.touch(cache_key(qr))
 
     await run_write(ctx.db, ctx.cache, remove)
 
 
-def _deletable(bag, qr: str):
+def _refuse(bag, qr: str) -> None:
+    """Raise what keeps `bag` from being deleted, if anything does."""
     if bag is None:
         raise no_bag(qr)
+    if bag["bill_id"] is not None:  # first: unlinking its children would change the bill's weight
+        raise ParentBilled(qr, bag["bill_id"])
     if bag["type"] == "parent" and bag["child_count"]:
         raise Conflict(f"parent {qr} still holds {bag['child_count']} children; unlink them first")
     if bag["type"] == "child" and bag["parent_id"]:
         raise Conflict(f"child {qr} is on parent {bag['parent_qr']}; unlink it first")
-    return bag
 
 
 async def purge_old_keys(app: FastAPI) -> None:

@@ -7,7 +7,10 @@ from gateway.routes import PUBLIC_API
 from tests.e2e.conftest import ADMIN, bearer, login
 
 # Routes the services serve only to each other: on no allow-list, never forwarded, never documented.
-SERVICE_TO_SERVICE = {("GET", "/bills/parents/{parent_qr}")}  # scanning asks it before deleting a parent
+SERVICE_TO_SERVICE = {  # scanning's bill marks and counts: only billing calls them
+    ("PUT", "/internal/parents/{qr_id}/bill"), ("DELETE", "/internal/parents/{qr_id}/bill"),
+    ("POST", "/internal/parents/counts"), ("GET", "/internal/parents/marks"),
+}
 PROBES = ("/health", "/ready", "/metrics")
 
 
@@ -30,12 +33,13 @@ def test_service_to_service_routes_are_not_in_the_merged_document(stack):
     assert "get" in paths["/api/v1/bags/{qr_id}"] and "post" in paths["/api/v1/auth/login"]
 
 
-def test_billing_parent_lookup_is_404_at_the_gateway_and_still_served_to_services(stack, gw, admin_token):
-    response = gw.get("/bills/parents/SB00001", headers=bearer(admin_token))
-    assert response.status_code == 404
-    assert response.json()["type"] == "urn:bagtrack:problem:not-found"
-    direct = httpx.get(stack.url("billing") + "/bills/parents/SB00001", headers=bearer(admin_token))
-    assert direct.status_code == 200 and direct.json()["bill_id"] is None
+def test_internal_routes_are_404_at_the_gateway_and_still_served_to_services(stack, gw, admin_token):
+    for method, path in (("GET", "/internal/parents/marks"), ("POST", "/internal/parents/counts")):
+        response = gw.request(method, path, headers=bearer(admin_token), json={"qr_ids": ["SB00001"]})
+        assert response.status_code == 404, path
+        assert response.json()["type"] == "urn:bagtrack:problem:not-found"
+    direct = httpx.post(stack.url("scanning") + "/internal/parents/counts", json={"qr_ids": ["SB00001"]})
+    assert direct.status_code == 200 and direct.json()["missing"] == ["SB00001"]
 
 
 def test_a_9_kib_header_is_431_even_on_login(gw):
@@ -54,3 +58,10 @@ def test_40_kib_of_headers_is_431(gw, admin_token):
 def test_an_authorization_past_4_kib_is_401_and_a_padded_one_under_it_passes(gw, admin_token):
     assert gw.get("/bags", headers={"Authorization": "Bearer" + " " * 5 * 1024 + admin_token}).status_code == 401
     assert gw.get("/bags", headers={"Authorization": "Bearer" + " " * 1024 + admin_token}).status_code == 200
+
+
+def test_a_1_mb_header_is_431_and_the_gateway_keeps_serving(gw):
+    response = gw.get("/auth/jwks", headers={"X-Big": "a" * 1_000_000})
+    assert response.status_code == 431
+    assert response.headers["connection"] == "close"
+    assert gw.get("/auth/jwks").status_code == 200

@@ -97,8 +97,8 @@ def apps(backend, tmp_path_factory):
     settings = {
         "auth": AuthSettings(**{**common, "argon2_time_cost": 1, "argon2_memory_kib": 1024,
                                 "admin_username": ADMIN[0], "admin_password": ADMIN[1]}),
-        "scanning": ScanningSettings(**common, billing_url=f"http://127.0.0.1:{free_port()}"),
-        "billing": BillingSettings(**common),
+        "scanning": ScanningSettings(**common),
+        "billing": BillingSettings(**common, scanning_url=f"http://127.0.0.1:{free_port()}"),  # nobody: 503s
         "dashboard": DashboardSettings(**common),
     }
     factories = {"auth": auth_app, "scanning": scanning_app, "billing": billing_app, "dashboard": dashboard_app}

@@ -1,4 +1,4 @@
-"""The scanning app in-process on each backend, with tokens from a test key and a fake billing upstream."""
+"""The scanning app in-process on each backend, with tokens from a test key."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +12,6 @@ from services.scanning.config import Settings
 from services.scanning.models import Bag, Scan
 from shared import migrate
 from shared.unit_of_work import IDEMPOTENT_REQUESTS
-from tests.scanning.fake_billing import FakeBilling
 from tests.support import db_session, free_port
 from tests.tokens import SigningKey
 
@@ -27,14 +26,9 @@ AKOLA = ("21", "aki", "dispatcher", "akola")
 
 
 @pytest.fixture(scope="session")
-def fake_billing() -> FakeBilling:
-    return FakeBilling().start()
-
-
-@pytest.fixture(scope="session")
-def scanning_app(backend, fake_billing):
+def scanning_app(backend):
     settings = Settings(environment="test", shared_database_url=backend.database_url, redis_url=backend.redis_url,
-                        var_dir=backend.var_dir, access_log=False, billing_url=fake_billing.url,
+                        var_dir=backend.var_dir, access_log=False,
                         auth_url=f"http://127.0.0.1:{free_port()}")  # nobody there: keys are loaded below
     migrate.upgrade("scanning", settings.database_url)
     with TestClient(create_app(settings)) as client:
@@ -82,7 +76,7 @@ class ScanApi:
 
 
 @pytest.fixture
-def api(scanning_app, fake_billing) -> ScanApi:
+def api(scanning_app) -> ScanApi:
     app = scanning_app.app
     with db_session(app) as session:
         session.execute(delete(IDEMPOTENT_REQUESTS))
@@ -91,5 +85,4 @@ def api(scanning_app, fake_billing) -> ScanApi:
         session.execute(delete(Bag))
         session.commit()
     scanning_app.portal.call(app.state.cache.clear)
-    fake_billing.reset()
     return ScanApi(scanning_app)

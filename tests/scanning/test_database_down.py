@@ -20,7 +20,7 @@ from tests.support import TcpProxy, free_port
 
 
 @pytest.fixture
-def behind_proxy(backend, fake_billing):
+def behind_proxy(backend):
     if backend.database_url is None:
         pytest.skip("stopping the database is a PostgreSQL scenario (SQLite is a file in the process)")
     real = make_url(Settings(shared_database_url=backend.database_url).database_url)
@@ -29,7 +29,7 @@ def behind_proxy(backend, fake_billing):
 
     def start(**overrides) -> TestClient:
         settings = Settings(environment="test", redis_url=backend.redis_url, var_dir=backend.var_dir,
-                            access_log=False, billing_url=fake_billing.url, auth_url=f"http://127.0.0.1:{free_port()}",
+                            access_log=False, auth_url=f"http://127.0.0.1:{free_port()}",
                             database_url=real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
                             **overrides)
         client = TestClient(create_app(settings), raise_server_exceptions=False)

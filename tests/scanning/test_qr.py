@@ -1,7 +1,7 @@
 import pytest
 
 from services.scanning.config import Settings
-from services.scanning.qr import classify
+from services.scanning.qr import InvalidQr, any_code, classify, parent_code
 from shared.codes import normalize_code as normalize_qr
 
 SETTINGS = Settings()
@@ -38,3 +38,13 @@ def test_formats_and_capacities_are_settings():
     assert classify("P123", custom).capacity == 5
     assert classify("SB12345", custom) is None
     assert classify("C123", custom).is_parent is False
+
+
+def test_a_code_holding_the_bill_mark_is_never_a_bag_whatever_the_formats():
+    anything = Settings(parent_formats='[{"pattern": "^P", "capacity": 5}]', child_pattern="^.+$")
+    assert classify("P_00001", anything) is None
+    assert classify("BILL_0001", anything) is None
+    with pytest.raises(InvalidQr, match="a bill code"):
+        parent_code(anything, "p_00001")
+    with pytest.raises(InvalidQr, match="a bill code"):
+        any_code(SETTINGS, "BILL_0001")

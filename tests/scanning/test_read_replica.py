@@ -25,7 +25,7 @@ MAX_LAG = 3.0
 
 
 @pytest.fixture
-def replica(backend, fake_billing):
+def replica(backend):
     if backend.database_url is None:
         pytest.skip("a read replica is a PostgreSQL deployment")
     primary = Settings(shared_database_url=backend.database_url).database_url
@@ -42,7 +42,7 @@ def replica(backend, fake_billing):
     def start(redis_url=backend.redis_url) -> TestClient:
         settings = Settings(environment="test", database_url=primary, database_read_url=replica_url,
                             db_read_max_lag=MAX_LAG, db_read_probe_interval=0.1, redis_url=redis_url,
-                            var_dir=backend.var_dir, access_log=False, billing_url=fake_billing.url,
+                            var_dir=backend.var_dir, access_log=False,
                             auth_url=f"http://127.0.0.1:{free_port()}")
         client = TestClient(create_app(settings))
         client.__enter__()

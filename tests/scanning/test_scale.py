@@ -262,3 +262,26 @@ def test_scan_write_statement_stays_on_indexes(scale_db, name):
     assert not seq, f"sequential scan of {seq}: {shown}"
     assert any(n["Node Type"] == "ModifyTable" for n in nodes), f"wrote nothing: {shown}"
     assert rows_touched(nodes) <= 200, f"read {rows_touched(nodes):,} rows to write one scan: {shown}"
+
+
+def test_the_reconcilers_recent_marks_are_read_off_the_partial_index(scale_db):
+    """Every parent billed, over the seeded 90 days (in a transaction rolled back after): a day's window of marks,
+    as billing's reconciler asks for it, reads only that day's marks off ix_bags_billed_at."""
+    engine, _, _ = scale_db
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("UPDATE bags SET bill_id = 'BILL_' || (id % 500), billed_at = created_at WHERE type = 'parent'")
+        cursor.execute("ANALYZE bags")
+        cursor.execute("SELECT max(billed_at) - interval '1 day' FROM bags")
+        statement = repo.marks_query(limit=501, billed_after=cursor.fetchone()[0])
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + compile_sql(statement))
+        plan = cursor.fetchall()[0][0][0]["Plan"]
+    finally:
+        raw.rollback()
+        raw.close()
+    nodes = list(plan_nodes(plan))
+    shown = f"{compile_sql(statement)}\n{json.dumps(plan, indent=1)}"
+    assert any(n.get("Index Name") == "ix_bags_billed_at" for n in nodes), f"not on the partial index: {shown}"
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], f"sequential scan: {shown}"
+    assert 0 < plan["Actual Rows"] and rows_touched(nodes) <= 200, f"read {rows_touched(nodes):,} rows: {shown}"

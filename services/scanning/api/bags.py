@@ -3,20 +3,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from services.scanning import lists, lookup, writes
-from services.scanning.deps import Admin, Anyone, ContextDep, Deleter, IdempotencyKey, json_response
+from services.scanning.deps import Admin, Anyone, ContextDep, Deleter, Qr
 from services.scanning.schemas import BagOut, BagStatus, BagType, ScanResult
+from shared.deps import IdempotencyKey, json_response
 from shared.errors import problem_responses
-from shared.http import forwarded_headers
 from shared.pagination import Page
 from shared.params import Area, Cursor, Limit, Since, Until
 
 router = APIRouter(prefix="/bags", tags=["bags"], responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
-
-Qr = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.get("", response_model=Page[BagOut])
@@ -62,8 +60,8 @@ async def get_bag(qr_id: Qr, ctx: ContextDep, principal: Anyone) -> Response:
 
 
 @router.delete("/{qr_id}", status_code=204)
-async def delete_bag(qr_id: Qr, request: Request, ctx: ContextDep, principal: Deleter) -> Response:
-    await writes.delete_bag(ctx=ctx, principal=principal, raw_qr=qr_id, headers=forwarded_headers(request.headers))
+async def delete_bag(qr_id: Qr, ctx: ContextDep, _: Deleter) -> Response:
+    await writes.delete_bag(ctx=ctx, raw_qr=qr_id)
     return Response(status_code=204)
 
 

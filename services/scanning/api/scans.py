@@ -6,8 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from services.scanning import lists, writes
-from services.scanning.deps import Anyone, ContextDep, IdempotencyKey, Scanner, json_response, pick_key
+from services.scanning.deps import Anyone, ContextDep, Scanner, pick_key
 from services.scanning.schemas import ChildScanIn, ParentScanIn, ScanKind, ScanOut, ScanResult
+from shared.deps import IdempotencyKey, json_response
 from shared.errors import problem_responses
 from shared.pagination import Page
 from shared.params import Area, Cursor, Limit, Since, Until, Username
