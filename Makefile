@@ -42,6 +42,14 @@ bench: venv tools
 seed: venv
 	@$(PY) -m scripts.seed --bags $${BAGS:-1800000}
 
+# Load BILLS bills (default 50,000) onto the unbilled parents of the scanning database of DATABASE_URL (make seed first).
+seed-bills: venv
+	@$(PY) -m scripts.seed_bills --bills $${BILLS:-50000}
+
+# Adds and bill reads through the gateway with 1.8 M bags and 50,000 bills in PostgreSQL (seeded once, then reused).
+bench-billing: venv tools
+	@$(PY) bench/billing.py $(BENCH_ARGS)
+
 # Lookups and child scans through the gateway with 1.8 M bags in PostgreSQL (seeded once, then reused).
 bench-scanning: venv tools
 	@$(PY) bench/scanning.py

@@ -1,6 +1,10 @@
 """The shift mix against a running bagtrack, through its gateway: `make loadtest USERS=500 DURATION=60`.
 
     python -m bench.loadtest --users 500 --duration 60 [--url http://127.0.0.1:8080] [--ramp 15] [--think 1.0]
+                             [--dispatchers 0.6] [--billers 0.1]
+
+The mix: 60% dispatchers (scan parents and children), 10% billers (load the parents dispatchers of this run
+finished onto bills of ~20, read them, complete them), the rest look bags up (bench/loadtest/workload.py).
 
 Needs an admin (BAGTRACK_ADMIN_USERNAME / BAGTRACK_ADMIN_PASSWORD) to create the run's accounts; they are
 removed at the end, also on Ctrl-C. Loopback only; the run stops by itself after ramp + duration.
@@ -26,7 +30,7 @@ import aiohttp
 from bench.loadtest.accounts import Accounts, SetupFailed
 from bench.loadtest.report import CpuMeter, Stats, listening_pids, render
 from bench.loadtest.wire import Wire
-from bench.loadtest.workload import Dispatcher, Lookup, Shared
+from bench.loadtest.workload import Biller, Dispatcher, Lookup, Shared
 from shared.settings import DEFAULT_AREAS
 from shared.topology import local_ports
 
@@ -64,28 +68,39 @@ async def run(args: argparse.Namespace) -> str:
         accounts = Accounts(http, api, admin, run_id)
         try:
             await accounts.start()
-            n_dispatch = round(args.users * args.dispatchers)
-            dispatchers, lookups = await accounts.provision(dispatcher_users=n_dispatch,
-                                                            lookup_users=args.users - n_dispatch,
-                                                            areas=areas, cap_per_area=cap)
+            n_dispatch, n_bill, n_look = mix(args)
+            dispatchers, lookups, billers = await accounts.provision(
+                dispatcher_users=n_dispatch, lookup_users=n_look, biller_users=n_bill, areas=areas, cap_per_area=cap)
             print(f"loadtest {run_id}: {args.users} users ({n_dispatch} scanning on {len(dispatchers)} dispatcher "
-                  f"accounts, {args.users - n_dispatch} looking up on {len(lookups)} biller accounts); ramp "
-                  f"{args.ramp:.0f} s, measured {args.duration:.0f} s", flush=True)
-            return await measure(args, api, accounts, dispatchers, lookups, rng)
+                  f"accounts, {n_look} looking up on {len(lookups)} biller accounts, {n_bill} billing on "
+                  f"{len(billers)} biller accounts); ramp {args.ramp:.0f} s, measured {args.duration:.0f} s", flush=True)
+            return await measure(args, api, accounts, dispatchers, lookups, billers, rng)
         finally:
             removed = await asyncio.shield(accounts.remove_all())
             print(f"loadtest {run_id}: removed {removed} accounts", flush=True)
 
 
-async def measure(args, api, accounts, dispatchers, lookups, rng) -> str:
+def mix(args: argparse.Namespace) -> tuple[int, int, int]:
+    """(dispatchers, billers, lookups) among the users: the shares asked for, lookups taking the rest."""
+    n_dispatch = round(args.users * args.dispatchers)
+    n_bill = min(args.users - n_dispatch, round(args.users * args.billers))
+    return n_dispatch, n_bill, args.users - n_dispatch - n_bill
+
+
+def user_kinds(args: argparse.Namespace, dispatchers, lookups, billers) -> list[tuple[type, list]]:
+    """The kind of each user, in index order, with the accounts it draws from."""
+    n_dispatch, n_bill, _ = mix(args)
+    return [(Dispatcher, dispatchers) if i < n_dispatch else (Biller, billers) if i < n_dispatch + n_bill
+            else (Lookup, lookups) for i in range(args.users)]
+
+
+async def measure(args, api, accounts, dispatchers, lookups, billers, rng) -> str:
     stats, shared = Stats(), Shared(logins=accounts.logins)
     cpu = CpuMeter(listening_pids(process_ports(args.url)))
     start = time.monotonic()
     stop_at = start + args.ramp + args.duration
-    n_dispatch = round(args.users * args.dispatchers)
     users = []
-    for i in range(args.users):
-        kind, pool = (Dispatcher, dispatchers) if i < n_dispatch else (Lookup, lookups)
+    for i, (kind, pool) in enumerate(user_kinds(args, dispatchers, lookups, billers)):
         users.append(kind(i, pool[i % len(pool)], wire=Wire(api, CLIENT_TIMEOUT), accounts=accounts, stats=stats,
                           shared=shared, think=args.think, stop_at=stop_at, rng=random.Random(rng.random())))
     rng.shuffle(users)
@@ -117,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60, help="measured seconds (after the ramp)")
     parser.add_argument("--ramp", type=float, default=None, help="seconds over which users start (default: 15)")
     parser.add_argument("--think", type=float, default=1.0, help="mean think time between a user's actions, s")
-    parser.add_argument("--dispatchers", type=float, default=0.6, help="share of users scanning; the rest look up")
+    parser.add_argument("--dispatchers", type=float, default=0.6, help="share of users scanning")
+    parser.add_argument("--billers", type=float, default=0.1,
+                        help="share of users loading bills (of what the dispatchers leave); the rest look up")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    if args.users < 1 or args.duration <= 0 or not 0 <= args.dispatchers <= 1:
-        parser.error("users ≥ 1, duration > 0 and 0 ≤ dispatchers ≤ 1")
+    if args.users < 1 or args.duration <= 0 or not 0 <= args.dispatchers <= 1 or not 0 <= args.billers <= 1:
+        parser.error("users ≥ 1, duration > 0, 0 ≤ dispatchers ≤ 1 and 0 ≤ billers ≤ 1")
     args.ramp = 15.0 if args.ramp is None else args.ramp
     loopback_only(args.url)
     try:

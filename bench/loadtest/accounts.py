@@ -16,6 +16,7 @@ PASSWORD = "L0ad!" + secrets.token_urlsafe(9)
 # load for the per-user limits, and the accounts stay within the per-area dispatcher cap and the login limits.
 USERS_PER_DISPATCHER_ACCOUNT = 5
 USERS_PER_LOOKUP_ACCOUNT = 10
+USERS_PER_BILLER_ACCOUNT = 5  # billers' accounts are their own (role biller), apart from the lookups' ones
 MAX_LOOKUP_ACCOUNTS = 40
 
 
@@ -118,9 +119,10 @@ class Accounts:
         self.created.append(account)
         return account
 
-    async def provision(self, *, dispatcher_users: int, lookup_users: int, areas: list[str],
-                        cap_per_area: int) -> tuple[list[Account], list[Account]]:
-        """Dispatcher accounts spread over the areas (within the cap) and biller accounts for the lookups."""
+    async def provision(self, *, dispatcher_users: int, lookup_users: int, areas: list[str], cap_per_area: int,
+                        biller_users: int = 0) -> tuple[list[Account], list[Account], list[Account]]:
+        """Dispatcher accounts spread over the areas (within the cap), biller accounts for the lookups, and
+        biller accounts for the billers."""
         room = await self.dispatcher_room(areas, cap_per_area)
         wanted = math.ceil(dispatcher_users / USERS_PER_DISPATCHER_ACCOUNT) if dispatcher_users else 0
         plan: list[str] = []
@@ -134,6 +136,8 @@ class Accounts:
         dispatchers = [await self.create("dispatcher", area) for area in plan]
         lookups = [await self.create("biller", None)
                    for _ in range(min(MAX_LOOKUP_ACCOUNTS, math.ceil(lookup_users / USERS_PER_LOOKUP_ACCOUNT)))]
+        billers = [await self.create("biller", None)
+                   for _ in range(min(MAX_LOOKUP_ACCOUNTS, math.ceil(biller_users / USERS_PER_BILLER_ACCOUNT)))]
         # Logins a few at a time: argon2 is deliberately slow, and the per-address limit applies to us too.
         gate = asyncio.Semaphore(4)
 
@@ -141,8 +145,8 @@ class Accounts:
             async with gate:
                 await self.login(account, PASSWORD)
 
-        await asyncio.gather(*(login(a) for a in dispatchers + lookups))
-        return dispatchers, lookups
+        await asyncio.gather(*(login(a) for a in dispatchers + lookups + billers))
+        return dispatchers, lookups, billers
 
     async def remove_all(self) -> int:
         """Delete every account this run created; returns how many went."""

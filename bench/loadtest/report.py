@@ -174,13 +174,13 @@ class CpuMeter:
 def render(stats: Stats, cpu: CpuMeter, *, users: int) -> str:
     lines = []
     window = stats.window
-    header = f"{'route':<20} {'requests':>8} {'rps':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>8}  statuses"
+    header = f"{'route':<26} {'requests':>8} {'rps':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>8}  statuses"
     lines.append(header)
     lines.append("-" * len(header))
     for label in sorted(stats.latency):
         samples = sorted(stats.latency[label])
         statuses = " ".join(f"{o}:{n}" for o, n in sorted(stats.outcomes[label].items()))
-        lines.append(f"{label:<20} {len(samples):>8} {len(samples) / window:>7.1f} {ms(percentile(samples, 50)):>7} "
+        lines.append(f"{label:<26} {len(samples):>8} {len(samples) / window:>7.1f} {ms(percentile(samples, 50)):>7} "
                      f"{ms(percentile(samples, 95)):>7} {ms(percentile(samples, 99)):>7} {ms(samples[-1]):>8}  {statuses}")
     lines.append("(latencies in ms, measured from when each request was sent)")
 

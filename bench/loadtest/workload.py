@@ -1,5 +1,7 @@
 """What the virtual users do: dispatchers scan a parent, then new children into it; lookup users (billers) look
-recently scanned bags up, page lists, ask who they are, and now and then log in again.
+recently scanned bags up, page lists, ask who they are, and now and then log in again; billers load the parents
+dispatchers of this run finished onto bills (SPEC: "billers add parents to bills"), read their bill now and then,
+complete it when full and start the next.
 
 Each user waits an exponentially distributed think time (mean `think` s) between actions, like a person with a
 scanner; latency is measured from the moment each request is sent.
@@ -27,6 +29,8 @@ class Shared:
 
     recent_parents: deque = field(default_factory=lambda: deque(maxlen=5000))
     recent_children: deque = field(default_factory=lambda: deque(maxlen=5000))
+    # Parents this run created and a dispatcher has finished with (moved on from): what billers load, each once.
+    finished_parents: deque = field(default_factory=lambda: deque(maxlen=5000))
     logins: deque = field(default_factory=deque)  # when this run logged in (set-up included), for the window below
     logins_per_minute: int = 90  # of auth's 100 a minute per client address, which every user here shares
 
@@ -62,7 +66,7 @@ class User:
         try:
             status, raw = await self.wire.request(method, path, body=json, params=params,
                                                   headers=self.account.headers if auth else None)
-            if parse and status == 200:
+            if parse and 200 <= status < 300:
                 body = jsonlib.loads(raw)
             outcome = str(status)
         except TimeoutError:
@@ -108,6 +112,8 @@ class Dispatcher(User):
                     self.shared.recent_children.append(child)
                 else:
                     break  # full (409) or refused: on to the next parent
+            if body.get("created"):  # a parent of this run (not a seeded one, likely billed already): billable now
+                self.shared.finished_parents.append(parent)
 
 
 class Lookup(User):
@@ -132,3 +138,36 @@ class Lookup(User):
                 if status == 200 and body:
                     self.account.take(body)
 
+
+
+class Biller(User):
+    """Creates a bill (capacity ~20), loads parents dispatchers of this run finished onto it, reads it now and
+    then, completes it when full and starts the next. With no finished parent to load, it reads its bill."""
+
+    async def run(self) -> None:
+        bill: str | None = None
+        linked = capacity = 0
+        while await self.pause():
+            if bill is None:
+                capacity = self.rng.randint(15, 25)
+                status, body = await self.call("POST /bills", "POST", "/bills", parse=True, json={
+                    "capacity": capacity, "destination": "Loadtest",
+                    "description": f"loadtest {self.accounts.run_id} user {self.index}"})
+                if status == 201 and body:
+                    bill, linked = body["bill_id"], 0
+                continue
+            if linked >= capacity:
+                status, _ = await self.call("POST /bills/{id}/complete", "POST", f"/bills/{bill}/complete")
+                if status in (200, 409):  # completed (or already): the next bill
+                    bill = None
+                continue
+            if self.shared.finished_parents and self.rng.random() < 0.8:
+                parent = self.shared.finished_parents.popleft()
+                status, body = await self.call("POST /bills/{id}/bags", "POST", f"/bills/{bill}/bags", parse=True,
+                                               json={"parent_qr": parent})
+                if status == 201 and body:
+                    linked = body["linked_count"]
+                continue
+            status, body = await self.call("GET /bills/{id}", "GET", f"/bills/{bill}", parse=True)
+            if status == 200 and body:
+                linked = body["linked_count"]

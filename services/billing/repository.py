@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any, AsyncIterator
 
-from sqlalchemy import and_, case, delete, func, insert, literal_column, select, update
+from sqlalchemy import Select, and_, case, delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.billing.models import Bill, BillDayCounter, BillEvent, BillParent
@@ -39,19 +39,33 @@ async def insert_bill(work: UnitOfWork, **values: Any) -> int:
                              .returning(bills.c.id))
 
 
+# The reads below are built by *_query functions, so tests/billing/test_scale.py plans exactly what runs.
+
+def bill_query(key) -> Select:
+    return select(bills).where(bills.c.bill_key == key)
+
+
+def parents_query(bill_pk) -> Select:
+    """A bill's parents in the order they were loaded (pending ones included, with their state)."""
+    return select(parents).where(parents.c.bill_pk == bill_pk).order_by(parents.c.id)
+
+
+def holder_query(qr) -> Select:
+    """The bill holding (or being loaded with) a parent, with the parent's row state."""
+    return (select(bills.c.bill_id, bills.c.id, parents.c.state)
+            .join(parents, parents.c.bill_pk == bills.c.id).where(parents.c.parent_qr == qr))
+
+
 async def get_bill(conn: Conn | UnitOfWork, key: str) -> Row | None:
-    return await conn.row(select(bills).where(bills.c.bill_key == key))
+    return await conn.row(bill_query(key))
 
 
 async def bill_parents(conn: Conn, bill_pk: int) -> list[Row]:
-    """A bill's parents in the order they were loaded (pending ones included, with their state)."""
-    return await conn.rows(select(parents).where(parents.c.bill_pk == bill_pk).order_by(parents.c.id))
+    return await conn.rows(parents_query(bill_pk))
 
 
 async def holder_of(conn: Conn | UnitOfWork, qr: str) -> Row | None:
-    """The bill holding (or being loaded with) a parent, with the parent's row state."""
-    return await conn.row(select(bills.c.bill_id, bills.c.id, parents.c.state)
-                          .join(parents, parents.c.bill_pk == bills.c.id).where(parents.c.parent_qr == qr))
+    return await conn.row(holder_query(qr))
 
 
 def _pending_count(bill_pk) -> Any:
@@ -170,11 +184,15 @@ async def record(work: UnitOfWork, bill: Row | dict, kind: str, principal: Princ
         created_at=utcnow()))
 
 
-async def history(conn: Conn, bill_pk: int, *, after_id: int | None, limit: int) -> list[Row]:
+def history_query(bill_pk, *, after_id: int | None = None, limit: int) -> Select:
     query = select(events).where(events.c.bill_pk == bill_pk)
     if after_id is not None:
         query = query.where(events.c.id > after_id)
-    return await conn.rows(query.order_by(events.c.id).limit(limit))
+    return query.order_by(events.c.id).limit(limit)
+
+
+async def history(conn: Conn, bill_pk: int, *, after_id: int | None, limit: int) -> list[Row]:
+    return await conn.rows(history_query(bill_pk, after_id=after_id, limit=limit))
 
 
 def _filtered(query, *, status: str | None, created_by: str | None, created_from: datetime | None,
@@ -193,12 +211,19 @@ def _filtered(query, *, status: str | None, created_by: str | None, created_from
     return query
 
 
-async def list_bills(conn: Conn, *, before_id: int | None, limit: int, **filters: Any) -> list[Row]:
-    """Newest first, keyset on id."""
-    query = _filtered(select(bills), **filters)
+def bills_query(*, before_id: int | None = None, limit: int, status: str | None = None,
+                created_by: str | None = None, created_from: datetime | None = None,
+                created_to: datetime | None = None, q: str | None = None) -> Select:
+    """A page of bills, newest first, keyset on id (tests/billing/test_scale.py checks its plans)."""
+    query = _filtered(select(bills), status=status, created_by=created_by, created_from=created_from,
+                      created_to=created_to, q=q)
     if before_id is not None:
         query = query.where(bills.c.id < before_id)
-    return await conn.rows(query.order_by(bills.c.id.desc()).limit(limit))
+    return query.order_by(bills.c.id.desc()).limit(limit)
+
+
+async def list_bills(conn: Conn, **page: Any) -> list[Row]:
+    return await conn.rows(bills_query(**page))
 
 
 async def stream_bills(conn: Conn, **filters: Any) -> AsyncIterator[Row]:
@@ -206,15 +231,18 @@ async def stream_bills(conn: Conn, **filters: Any) -> AsyncIterator[Row]:
         yield row
 
 
-async def day_summary(conn: Conn, start: datetime, end: datetime) -> list[Row]:
+def summary_query(start: datetime, end: datetime) -> Select:
     """Bills created in [start, end), grouped by status and creator, with their counts, bags and weights."""
-    return await conn.rows(
-        select(bills.c.status, bills.c.created_by, func.count().label("bills"),
-               func.coalesce(func.sum(bills.c.linked_count), 0).label("bags"),
-               func.coalesce(func.sum(bills.c.expected_weight_kg), 0).label("expected_weight_kg"),
-               func.coalesce(func.sum(bills.c.actual_weight_kg), 0).label("actual_weight_kg"))
-        .where(bills.c.created_at >= start, bills.c.created_at < end)
-        .group_by(bills.c.status, bills.c.created_by).order_by(bills.c.created_by, bills.c.status))
+    return (select(bills.c.status, bills.c.created_by, func.count().label("bills"),
+                   func.coalesce(func.sum(bills.c.linked_count), 0).label("bags"),
+                   func.coalesce(func.sum(bills.c.expected_weight_kg), 0).label("expected_weight_kg"),
+                   func.coalesce(func.sum(bills.c.actual_weight_kg), 0).label("actual_weight_kg"))
+            .where(bills.c.created_at >= start, bills.c.created_at < end)
+            .group_by(bills.c.status, bills.c.created_by).order_by(bills.c.created_by, bills.c.status))
+
+
+async def day_summary(conn: Conn, start: datetime, end: datetime) -> list[Row]:
+    return await conn.rows(summary_query(start, end))
 
 
 async def stuck_pending(conn: Conn, before: datetime, limit: int = 500) -> list[Row]:

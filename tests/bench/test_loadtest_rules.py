@@ -86,3 +86,71 @@ def test_the_users_client_reads_sized_and_chunked_answers_and_reconnects_after_a
 
     assert asyncio.run(main()) == [(200, b"hello"), (409, b"abcde"), (503, b""), (204, b"")]
     assert len(connections) == 2  # a new connection after the server said "close"
+
+
+def test_the_shift_mix_has_dispatchers_billers_and_lookups():
+    import argparse
+
+    from bench.loadtest.__main__ import mix, user_kinds
+    from bench.loadtest.workload import Biller, Dispatcher, Lookup
+
+    args = argparse.Namespace(users=200, dispatchers=0.6, billers=0.1)
+    assert mix(args) == (120, 20, 60)
+    kinds = [kind for kind, _ in user_kinds(args, ["d"], ["l"], ["b"])]
+    assert (kinds.count(Dispatcher), kinds.count(Biller), kinds.count(Lookup)) == (120, 20, 60)
+    # Billers take only what the dispatchers leave; lookups get the rest, possibly none.
+    assert mix(argparse.Namespace(users=10, dispatchers=0.95, billers=0.5)) == (10, 0, 0)
+    assert mix(argparse.Namespace(users=3, dispatchers=0.0, billers=1.0)) == (0, 3, 0)
+
+
+def test_a_biller_loads_finished_parents_completes_a_full_bill_and_starts_the_next():
+    """A biller against a fake system: create, add what dispatchers finished, complete when full, create again."""
+    import asyncio
+    import random
+
+    from bench.loadtest.accounts import Account
+    from bench.loadtest.workload import Biller, Shared
+
+    calls = []
+
+    class FakeWire:
+        async def request(self, method, path, *, body=None, params=None, headers=None):
+            calls.append((method, path))
+            if path == "/bills" and method == "POST":
+                return 201, b'{"bill_id": "BILL_X_%d", "linked_count": 0}' % len(calls)
+            if path.endswith("/bags"):
+                n = sum(1 for m, p in calls if p.endswith("/bags") and p.split("/")[2] == path.split("/")[2])
+                return 201, b'{"linked_count": %d}' % n
+            if path.endswith("/complete"):
+                return 200, b'{}'
+            return 200, b'{"linked_count": 0}'
+
+    class FakeAccounts:
+        run_id = "T"
+
+        async def ensure_fresh(self, account):
+            pass
+
+    shared = Shared()
+    shared.finished_parents.extend(f"SB{i:05d}" for i in range(100))
+    stats = Stats()
+    stats.begin()
+    loop = asyncio.new_event_loop()
+    stop_at = loop.time() + 1e9
+    user = Biller(0, Account("b", "biller", None), wire=FakeWire(), accounts=FakeAccounts(), stats=stats,
+                  shared=shared, think=0.0001, stop_at=stop_at, rng=random.Random(1))
+
+    async def run_a_while():
+        import time
+        user.stop_at = time.monotonic() + 0.5
+        await user.run()
+
+    loop.run_until_complete(run_a_while())
+    loop.close()
+    labels = set(stats.latency)
+    assert {"POST /bills", "POST /bills/{id}/bags", "POST /bills/{id}/complete"} <= labels
+    creates = [i for i, (m, p) in enumerate(calls) if (m, p) == ("POST", "/bills")]
+    completes = [i for i, (m, p) in enumerate(calls) if p.endswith("/complete")]
+    assert len(creates) >= 2 and completes and completes[0] < creates[1]  # the next bill after completing one
+    added = [p for m, p in calls if p.endswith("/bags")]
+    assert len(shared.finished_parents) == 100 - len(added)  # each finished parent offered once
