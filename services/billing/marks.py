@@ -189,8 +189,10 @@ async def settle_pending(db: Database, cache, scanning: Scanning, *, grace: floa
         seen = current.get(row["parent_qr"])
         landed = seen is not None and seen.get("bill_id") == row["bill_id"] and seen.get("link") == row["id"]
         if landed:
-            done = await run_write(db, cache, lambda work, r=row, s=seen: repo.activate(
-                work, r["id"], r["bill_pk"], int(s["capacity"]), int(s["child_count"])))
+            bill = {"id": row["bill_pk"], "bill_id": row["bill_id"], "bill_key": row["bill_id"]}
+            done = await run_write(db, cache, lambda work, r=row, s=seen, b=bill: repo.activate(
+                work, r["id"], b, r["parent_qr"], int(s["capacity"]), int(s["child_count"]), None),
+                one_statement=db.dialect == "postgresql")
         else:
             done = await run_write(db, cache, lambda work, r=row: repo.release_pending(work, r["id"], r["bill_pk"]))
         if done.result:

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any, AsyncIterator
 
-from sqlalchemy import Select, and_, case, delete, func, insert, literal_column, select, update
+from sqlalchemy import Select, and_, bindparam, case, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.billing.models import Bill, BillDayCounter, BillEvent, BillParent
@@ -68,36 +68,87 @@ async def holder_of(conn: Conn | UnitOfWork, qr: str) -> Row | None:
     return await conn.row(holder_query(qr))
 
 
+_holder = parents.alias("holder")
+_holding_bill = bills.alias("holding_bill")
+# An add's first read, built once: the bill, and which bill (if any) holds the parent, in one round trip.
+_BILL_AND_HOLDER = (select(bills, _holding_bill.c.bill_id.label("holder_bill_id"), _holder.c.state.label("holder_state"))
+                    .select_from(bills.outerjoin(_holder, _holder.c.parent_qr == bindparam("qr"))
+                                 .outerjoin(_holding_bill, _holding_bill.c.id == _holder.c.bill_pk))
+                    .where(bills.c.bill_key == bindparam("code")))
+
+
+async def bill_and_holder(conn: Conn, code: str, qr: str) -> Row | None:
+    """The bill (None if there is none), with `holder_bill_id` and `holder_state` of the parent's row if any."""
+    return await conn.row(_BILL_AND_HOLDER, {"code": code, "qr": qr})
+
+
 def _pending_count(bill_pk) -> Any:
     return (select(func.count()).select_from(parents)
             .where(parents.c.bill_pk == bill_pk, parents.c.state == "pending").scalar_subquery())
 
 
-async def claim_slot(work: UnitOfWork, bill_pk: int) -> bool:
-    """Take one of the bill's free slots, unless it is completed or full (checked and taken in one statement)."""
-    return await work.execute(
-        update(bills).where(bills.c.id == bill_pk, bills.c.status != "completed",
-                            bills.c.linked_count < bills.c.capacity)
-        .values(linked_count=bills.c.linked_count + 1, status="processing", updated_at=utcnow())) == 1
+# An add's two writes on PostgreSQL, each ONE statement (autocommit, the direct driver path); SQLite, which has no
+# data-modifying CTEs, runs the same steps as a short transaction. Casts fix each parameter's type.
+_CLAIM = text("""
+WITH claimed AS (
+    UPDATE bills SET linked_count = linked_count + 1, status = 'processing', updated_at = now()
+    WHERE id = CAST(:bill_pk AS integer) AND status <> 'completed' AND linked_count < capacity
+    RETURNING id)
+INSERT INTO bill_parents (bill_pk, parent_qr, state, capacity, child_count, added_by, added_at)
+SELECT id, CAST(:qr AS varchar), 'pending', 0, 0, CAST(:added_by AS varchar), now() FROM claimed
+RETURNING id""")
+_ACTIVATE = text("""
+WITH activated AS (
+    UPDATE bill_parents SET state = 'active', capacity = CAST(:capacity AS smallint),
+                            child_count = CAST(:child_count AS integer)
+    WHERE id = CAST(:link AS integer) AND state = 'pending'
+    RETURNING bill_pk),
+bumped AS (
+    UPDATE bills SET expected_weight_kg = expected_weight_kg + CAST(:capacity AS integer),
+                     actual_weight_kg = actual_weight_kg + CAST(:child_count AS integer), updated_at = now()
+    WHERE id = (SELECT bill_pk FROM activated)
+    RETURNING bills.*),
+recorded AS (
+    INSERT INTO bill_events (bill_pk, bill_id, kind, parent_qr, detail, user_id, username, created_at)
+    SELECT id, bill_id, 'add', CAST(:qr AS varchar), CAST(:detail AS text), CAST(:user_id AS integer),
+           CAST(:username AS varchar), now()
+    FROM bumped)
+SELECT * FROM bumped""")
 
 
-async def insert_pending(work: UnitOfWork, bill_pk: int, qr: str, added_by: str) -> int:
-    """The parent's row, before scanning is asked; its id is the link the mark carries. A parent already on a
-    bill is an IntegrityError (the unique parent_qr: one bill per parent, enforced here)."""
+async def claim(work: UnitOfWork, bill_pk: int, qr: str, added_by: str) -> int | None:
+    """Take one of the bill's free slots (unless it is completed or full) and write the parent's row, 'pending',
+    before scanning is asked; the row's id (the link the mark carries), or None when there was no slot. A parent
+    already on a bill is an IntegrityError (the unique parent_qr: one bill per parent), which undoes the claim."""
+    if work.one_statement:
+        return await work.scalar(_CLAIM, {"bill_pk": bill_pk, "qr": qr, "added_by": added_by})
+    if await work.execute(
+            update(bills).where(bills.c.id == bill_pk, bills.c.status != "completed",
+                                bills.c.linked_count < bills.c.capacity)
+            .values(linked_count=bills.c.linked_count + 1, status="processing", updated_at=utcnow())) != 1:
+        return None
     return await work.scalar(insert(parents).values(bill_pk=bill_pk, parent_qr=qr, state="pending", capacity=0,
                                                     child_count=0, added_by=added_by, added_at=utcnow())
                              .returning(parents.c.id))
 
 
-async def activate(work: UnitOfWork, link: int, bill_pk: int, capacity: int, child_count: int) -> bool:
-    """The mark landed: the pending row counts, with the parent's full and current weight."""
+async def activate(work: UnitOfWork, link: int, bill: Row | dict, qr: str, capacity: int, child_count: int,
+                   principal: Principal | None) -> Row | None:
+    """The mark landed: the pending row counts, with the parent's full and current weight, and the bill's history
+    says so; the bill as it is now, or None when the row is no longer pending (the reconciler released it)."""
+    if work.one_statement:
+        return await work.row(_ACTIVATE, {
+            "link": link, "capacity": capacity, "child_count": child_count, "qr": qr,
+            "detail": json.dumps({"capacity": capacity, "child_count": child_count}),
+            "user_id": principal and principal.user_id, "username": principal.username if principal else "system"})
     if await work.execute(update(parents).where(parents.c.id == link, parents.c.state == "pending")
                           .values(state="active", capacity=capacity, child_count=child_count)) != 1:
-        return False
-    await work.execute(update(bills).where(bills.c.id == bill_pk).values(
+        return None
+    await work.execute(update(bills).where(bills.c.id == bill["id"]).values(
         expected_weight_kg=bills.c.expected_weight_kg + capacity, actual_weight_kg=bills.c.actual_weight_kg + child_count,
         updated_at=utcnow()))
-    return True
+    await record(work, bill, "add", principal, parent_qr=qr, detail={"capacity": capacity, "child_count": child_count})
+    return await work.row(bill_query(bill["bill_key"]))
 
 
 def _after_leaving(left: Any) -> dict[str, Any]:

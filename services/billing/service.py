@@ -278,18 +278,24 @@ async def add_parent(*, ctx: BillingContext, principal: Principal, raw_bill: str
     if prior is not None:
         return Written(prior, True)
     async with ctx.db.read() as conn:
-        bill = await _bill(conn, code)
-        _refuse_parent_on_bill(qr, await repo.holder_of(conn, qr), code)
+        bill = await repo.bill_and_holder(conn, code, qr)
+    if bill is None:
+        raise no_bill(code)
+    if bill["holder_bill_id"] is not None:
+        _refuse_parent_on_bill(qr, {"bill_id": bill["holder_bill_id"], "state": bill["holder_state"]}, code)
     _refuse_full(bill)
+    # PostgreSQL: the claim and the activation are one statement each (and with no key, so is the activation).
+    fast = ctx.db.dialect == "postgresql"
 
     async def claim(work: UnitOfWork) -> int:
-        if not await repo.claim_slot(work, bill["id"]):
+        link = await repo.claim(work, bill["id"], qr, principal.username)
+        if link is None:
             _refuse_full(await _bill(work, code))
             raise LostRace
-        return await repo.insert_pending(work, bill["id"], qr, principal.username)
+        return link
 
     try:
-        link = (await run_write(ctx.db, ctx.cache, claim)).result
+        link = (await run_write(ctx.db, ctx.cache, claim, one_statement=fast)).result
     except IntegrityError as exc:  # the parent's row exists: another bill (or this one) got it meanwhile
         async with ctx.db.read() as conn:
             _refuse_parent_on_bill(qr, await repo.holder_of(conn, qr), code)
@@ -303,18 +309,24 @@ async def add_parent(*, ctx: BillingContext, principal: Principal, raw_bill: str
         await _undo(ctx, bill["id"], link, release=True)
         raise
 
-    async def finish(work: UnitOfWork) -> dict:
-        if not await repo.activate(work, link, bill["id"], marked.capacity, marked.child_count):
+    async def finish(work: UnitOfWork) -> dict | Row:
+        now = await repo.activate(work, link, bill, qr, marked.capacity, marked.child_count, principal)
+        if now is None:
             raise AddUndone(f"adding {qr} to bill {code} took too long and was undone; retry", retry_after=1)
-        await repo.record(work, bill, "add", principal, parent_qr=qr,
-                          detail={"capacity": marked.capacity, "child_count": marked.child_count})
-        return await _full_view(work, code)
+        if work.one_statement:
+            return now  # the view is read after the write (below)
+        return bill_out(now, await repo.bill_parents(work.conn, bill["id"]))
 
     try:
-        return await run_write(ctx.db, ctx.cache, finish, idempotency=request)
+        written = await run_write(ctx.db, ctx.cache, finish, idempotency=request,
+                                  one_statement=fast and request is None)
     except AddUndone:  # the reconciler released the row while scanning was slow: the mark goes too
         await _undo(ctx, bill["id"], link, release=False, clear=(qr, bill["bill_id"]))
         raise
+    if isinstance(written.result, dict):
+        return written
+    async with ctx.db.read() as conn:
+        return Written(bill_out(written.result, await repo.bill_parents(conn, bill["id"])), False)
 
 
 class AddUndone(ServiceUnavailable):

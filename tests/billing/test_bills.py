@@ -271,6 +271,9 @@ def test_with_scanning_away_bills_stay_readable_and_adding_fails_fast(api, hung)
         assert add.status_code == 503 and add.headers["Retry-After"]
         assert add.headers["X-Dependency-Failure"] == "scanning"
         assert api.client.get("/bills", headers=token_headers()).status_code == 200
+        assert api.client.patch(f"/bills/{bill}", json={"capacity": 1}, headers=token_headers()).status_code == 200
+        assert api.post(f"/bills/{bill}/complete").status_code == 200
+        assert api.post(f"/bills/{bill}/reopen").status_code == 200
         assert api.remove(bill, "SB10016").status_code == 200
         print(f"\nscanning {'hung' if hung else 'stopped'}: bill read {read_took * 1000:.0f} ms, "
               f"add 503 in {add_took * 1000:.0f} ms")
