@@ -7,8 +7,6 @@ another service.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from services.billing.schemas import (BillBag, BillCreate, BillEdit, BillEventOu
                                       DaySummary, Totals)
 from shared.cache import Cache
 from shared.codes import is_bill_code, normalize_code
+from shared.csvstream import csv_chunks
 from shared.db import Conn, Database, Row
 from shared.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from shared.pagination import Page, cursor_position, page_of
@@ -444,20 +443,14 @@ CSV_COLUMNS = ("bill_id", "status", "capacity", "linked_count", "expected_weight
 
 
 async def export_csv(db: Database, filters: dict[str, Any]) -> AsyncIterator[str]:
-    """Every matching bill as CSV, a thousand rows a chunk, from a server-side cursor (flat memory)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    async with db.read() as conn:
-        n = 0
-        async for row in repo.stream_bills(conn, **filters):
-            writer.writerow([_csv_value(row[name]) for name in CSV_COLUMNS])
-            n += 1
-            if n % 1000 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-    yield buffer.getvalue()
+    """Every matching bill as CSV, from a server-side cursor (flat memory)."""
+    async def rows() -> AsyncIterator[list]:
+        async with db.read() as conn:
+            async for row in repo.stream_bills(conn, **filters):
+                yield [_csv_value(row[name]) for name in CSV_COLUMNS]
+
+    async for chunk in csv_chunks(CSV_COLUMNS, rows()):
+        yield chunk
 
 
 def _csv_value(value: Any) -> Any:

@@ -1,14 +1,13 @@
 """Bag and scan lists (keyset pages, area-scoped for dispatchers) and the streamed CSV export."""
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any, AsyncIterator
 
 from services.scanning import repository as repo
 from services.scanning.qr import filter_code
 from services.scanning.schemas import BagOut, ScanOut
 from services.scanning.views import bag_out, weight_kg
+from shared.csvstream import csv_chunks
 from shared.db import Database
 from shared.errors import Forbidden
 from shared.pagination import Page, cursor_position, page_of
@@ -51,20 +50,14 @@ async def list_scans(*, db: Database, principal: Principal, limit: int, cursor: 
 
 
 async def export_csv(db: Database, filters: dict[str, Any]) -> AsyncIterator[str]:
-    """Every matching bag as CSV text, a thousand rows a chunk, from a server-side cursor."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    # A bulk report may come from the replica (when its lag is within db_read_max_lag): it trails by that at most.
-    async with db.read(replica=True) as conn:  # the cursor runs in a transaction of its own: one snapshot
-        n = 0
-        async for row in repo.stream_export_rows(conn, **filters):
-            qr, type_, status, area, count, capacity, parent_qr, by, at = row.values()
-            writer.writerow((qr, type_, status, area, count, "" if capacity is None else capacity,
-                             weight_kg(type_, count), parent_qr or "", by, as_utc(at).isoformat()))
-            n += 1
-            if n % 1000 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-    yield buffer.getvalue()
+    """Every matching bag as CSV text, from a server-side cursor (shared.csvstream: flat memory)."""
+    async def rows() -> AsyncIterator[tuple]:
+        # A bulk report may come from the replica (when its lag is within db_read_max_lag): it trails by that at most.
+        async with db.read(replica=True) as conn:  # the cursor runs in a transaction of its own: one snapshot
+            async for row in repo.stream_export_rows(conn, **filters):
+                qr, type_, status, area, count, capacity, parent_qr, by, at = row.values()
+                yield (qr, type_, status, area, count, "" if capacity is None else capacity,
+                       weight_kg(type_, count), parent_qr or "", by, as_utc(at).isoformat())
+
+    async for chunk in csv_chunks(CSV_COLUMNS, rows()):
+        yield chunk
