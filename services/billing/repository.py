@@ -105,7 +105,8 @@ WITH activated AS (
     RETURNING bill_pk),
 bumped AS (
     UPDATE bills SET expected_weight_kg = expected_weight_kg + CAST(:capacity AS integer),
-                     actual_weight_kg = actual_weight_kg + CAST(:child_count AS integer), updated_at = now()
+                     actual_weight_kg = actual_weight_kg + CAST(:child_count AS integer), updated_at = now(),
+                     counted_at = COALESCE(counted_at, now())
     WHERE id = (SELECT bill_pk FROM activated)
     RETURNING bills.*),
 recorded AS (
@@ -146,7 +147,7 @@ async def activate(work: UnitOfWork, link: int, bill: Row | dict, qr: str, capac
         return None
     await work.execute(update(bills).where(bills.c.id == bill["id"]).values(
         expected_weight_kg=bills.c.expected_weight_kg + capacity, actual_weight_kg=bills.c.actual_weight_kg + child_count,
-        updated_at=utcnow()))
+        updated_at=utcnow(), counted_at=func.coalesce(bills.c.counted_at, utcnow())))
     await record(work, bill, "add", principal, parent_qr=qr, detail={"capacity": capacity, "child_count": child_count})
     return await work.row(bill_query(bill["bill_key"]))
 

@@ -265,6 +265,7 @@ def test_with_scanning_away_bills_stay_readable_and_adding_fails_fast(api, hung)
         read_took = time.monotonic() - started
         assert read.status_code == 200
         assert read.json()["counts"]["stale"] is True and read.json()["actual_weight_kg"] == 7
+        assert read.json()["counts"]["age_seconds"] is not None  # counted when the parent was loaded
         started = time.monotonic()
         add = api.add(bill, "SB10017")
         add_took = time.monotonic() - started
