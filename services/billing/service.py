@@ -343,7 +343,11 @@ async def _mark(ctx: BillingContext, qr: str, bill_id: str, link: int) -> marks.
             await ctx.scanning.clear(qr, other.bill_id, other.link)
         except Exception as exc:
             raise ScanningUnavailable(f"scanning could not release {qr} from bill {other.bill_id}; retry") from exc
-        return await ctx.scanning.mark(qr, bill_id, link)
+        try:
+            return await ctx.scanning.mark(qr, bill_id, link)
+        except ParentBilledElsewhere as again:  # marked again in between: whoever did is still settling it
+            raise ParentOnBill(f"parent {qr} is being settled on bill {again.bill_id}; retry in a moment",
+                               bill_id=again.bill_id) from None
 
 
 async def _undo(ctx: BillingContext, bill_pk: int, link: int, *, release: bool,

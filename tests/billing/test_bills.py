@@ -6,7 +6,9 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import update
 
+from services.scanning.models import Bag
 from tests.billing.conftest import ADMIN, BILLER, BILLER_2, DISPATCHER, scanning_down, token_headers
 
 
@@ -373,3 +375,16 @@ def test_the_csv_export_streams_every_bill(api):
     lines = response.text.strip().splitlines()
     assert lines[0].startswith("bill_id,status,capacity") and len(lines) == 4
     assert '"Delhi, north"' in lines[1]
+
+
+def test_a_stale_mark_of_another_bill_is_cleared_when_the_parent_is_loaded(api):
+    """Scanning still marks the parent for a bill that no longer holds it (its clear is queued, or its add died):
+    billing holds the parent on no bill, so the add clears that mark by its link and marks it anew."""
+    bill = api.new_bill()
+    api.parent("SB10021")
+    with api.scanning_db.begin() as conn:
+        conn.execute(update(Bag.__table__).where(Bag.__table__.c.qr_id == "SB10021").values(
+            bill_id="GONE_1", bill_link=987654, billed_at=datetime.now(ZoneInfo("UTC"))))
+    response = api.add(bill, "SB10021")
+    assert response.status_code == 201, response.text
+    assert api.mark_of("SB10021")[0] == bill
