@@ -347,6 +347,11 @@ def test_every_compose_process_trusts_only_the_network_its_proxy_is_on():
             assert services[name]["networks"] == ["internal"], f"{name} must not be reachable from the edge"
 
 
+# Who calls whom (besides Prometheus): the only pods each service's NetworkPolicy lets in.
+CALLERS = {"auth": {"gateway", "scanning", "billing", "dashboard"}, "scanning": {"gateway", "billing", "dashboard"},
+           "billing": {"gateway", "dashboard"}, "dashboard": {"gateway"}}
+
+
 def test_every_k8s_process_has_its_trusted_list_and_only_proxies_reach_it():
     objects = k8s_objects()
     configmaps = by_kind(objects, "ConfigMap")
@@ -363,12 +368,15 @@ def test_every_k8s_process_has_its_trusted_list_and_only_proxies_reach_it():
     ports = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: [p["port"] for p in rule["ports"]]
              for rule in gateway["ingress"] for peer in rule["from"]}
     assert ports == {"ingress-nginx": ["http"], "monitoring": ["ops"]}  # the edge never reaches the ops port
-    services = policies["services"]["spec"]
-    assert services["podSelector"]["matchExpressions"] == [
-        {"key": "app.kubernetes.io/name", "operator": "In", "values": list(DB_SERVICES)}]
-    sources = [peer for rule in services["ingress"] for peer in rule["from"]]
-    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "bagtrack"}}} in sources
-    assert not any("ipBlock" in peer for peer in sources), "a service reachable from an address range"
+    for name, callers in CALLERS.items():
+        spec = policies[name]["spec"]
+        assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": name}}
+        sources = [peer for rule in spec["ingress"] for peer in rule["from"]]
+        assert not any("ipBlock" in peer for peer in sources), f"{name} reachable from an address range"
+        pods = {value for peer in sources if "podSelector" in peer
+                for expression in peer["podSelector"]["matchExpressions"] for value in expression["values"]}
+        assert pods == callers, f"{name} is reached by {sorted(pods)}, its callers are {sorted(callers)}"
+    assert set(policies) == {"gateway", *CALLERS}
     for policy in policies.values():
         assert policy["spec"]["policyTypes"] == ["Ingress"] and all(rule["from"] for rule in policy["spec"]["ingress"])
 
