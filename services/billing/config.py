@@ -24,8 +24,8 @@ class Settings(ServiceSettings):
     outbox_interval: float = Field(2.0, gt=0, le=300)
     outbox_max_backoff: float = Field(60.0, gt=0, le=3600)
     # The reconciler (services/billing/marks.py): a parent left 'pending' longer than pending_grace seconds (its
-    # add died between claiming the slot and finishing) is settled from scanning's mark; marks set within
-    # reconcile_window seconds that no bill holds are cleared.
+    # add died between claiming the slot and finishing) is settled from scanning's mark; marks no bill holds are
+    # cleared, each pass looking at those set since the previous one (a replica's first: reconcile_window seconds).
     reconcile_interval: float = Field(30.0, gt=0, le=3600)
     pending_grace: float = Field(30.0, gt=0, le=3600)
     reconcile_window: float = Field(3600.0, gt=0)

@@ -202,12 +202,18 @@ async def settle_pending(db: Database, cache, scanning: Scanning, *, grace: floa
     return settled
 
 
-async def clear_strays(db: Database, cache, scanning: Scanning, *, window: float, grace: float) -> int:
-    """Marks set within the last `window` seconds (and longer than `grace` ago) whose link no bill holds: an add
-    whose answer was lost after scanning marked (a timeout), or whose row the reconciler released. Cleared
-    through the outbox, by their link, so a later add of the same parent keeps its own mark."""
+async def clear_strays(db: Database, cache, scanning: Scanning, *, window: float, grace: float,
+                       since: datetime | None = None) -> tuple[int, datetime]:
+    """Marks set longer than `grace` ago whose link no bill holds: an add whose answer was lost after scanning
+    marked (a timeout), or whose row the reconciler released. Cleared through the outbox, by their link, so a
+    later add of the same parent keeps its own mark.
+
+    Only marks not looked at yet are asked for: those set since `since` (the previous pass's watermark, less
+    `grace` again for clocks that differ between hosts), or within the last `window` seconds on a replica's first
+    pass. How many were queued, and the watermark for the next pass."""
     now = utcnow()
-    after, before = now - timedelta(seconds=window), now - timedelta(seconds=grace)
+    before = now - timedelta(seconds=grace)
+    after = now - timedelta(seconds=window) if since is None else since - timedelta(seconds=grace)
     cursor, queued = None, 0
     while True:
         page = await scanning.marks(billed_after=after, billed_before=before, after_qr=cursor)
@@ -225,7 +231,7 @@ async def clear_strays(db: Database, cache, scanning: Scanning, *, window: float
                 log.warning("clearing %d stray marks: %s", len(strays), ", ".join(i["qr_id"] for i in strays[:10]))
         cursor = page.get("next_cursor")
         if not cursor:
-            return queued
+            return queued, before
 
 
 async def queued_links(conn, links: list[int]) -> set[int]:

@@ -59,6 +59,7 @@ class BillingContext:
     db: Database
     cache: Cache
     scanning: Scanning
+    strays_checked_until: datetime | None = None  # the reconciler's watermark (marks.clear_strays)
     _delivery: asyncio.Task | None = field(default=None, repr=False)
 
     def kick_outbox(self) -> None:
@@ -474,7 +475,10 @@ async def reconcile(app: FastAPI) -> None:
     ctx: BillingContext = app.state.billing
     s = ctx.settings
     await marks.settle_pending(ctx.db, ctx.cache, ctx.scanning, grace=s.pending_grace)
-    if await marks.clear_strays(ctx.db, ctx.cache, ctx.scanning, window=s.reconcile_window, grace=s.pending_grace):
+    queued, ctx.strays_checked_until = await marks.clear_strays(
+        ctx.db, ctx.cache, ctx.scanning, window=s.reconcile_window, grace=s.pending_grace,
+        since=ctx.strays_checked_until)
+    if queued:
         ctx.kick_outbox()
 
 

@@ -137,8 +137,15 @@ def test_a_mark_no_bill_holds_is_cleared_and_a_held_one_kept(api):
     held = api.mark_of("SB30009")
     with api.scanning_db.begin() as conn:  # both old enough to be looked at
         conn.execute(update(bags).where(bags.c.qr_id == "SB30009").values(billed_at=utcnow() - timedelta(seconds=120)))
-    queued = _run(api, lambda ctx: marks.clear_strays(ctx.db, ctx.cache, ctx.scanning, window=3600, grace=30))
+    queued, watermark = _run(api, lambda ctx: marks.clear_strays(ctx.db, ctx.cache, ctx.scanning, window=3600,
+                                                                  grace=30))
     assert queued == 1
+    # The next pass asks only for marks set since the watermark (less the grace): a stray set after it is found.
+    api.parent("SB30010")
+    _scanning_mark(api, "SB30010", bill, 987655, age=40)
+    again, _ = _run(api, lambda ctx: marks.clear_strays(ctx.db, ctx.cache, ctx.scanning, window=3600, grace=30,
+                                                        since=watermark))
+    assert again == 1
     _run(api, lambda ctx: marks.deliver_outbox(ctx.db, ctx.cache, ctx.scanning, max_backoff=1))
     assert api.mark_of("SB30008") == (None, None)
     assert api.mark_of("SB30009") == held
