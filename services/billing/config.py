@@ -28,7 +28,7 @@ class Settings(ServiceSettings):
     # cleared, each pass looking at those set since the previous one (a replica's first: reconcile_window seconds).
     reconcile_interval: float = Field(30.0, gt=0, le=3600)
     pending_grace: float = Field(30.0, gt=0, le=3600)
-    reconcile_window: float = Field(3600.0, gt=0)
+    reconcile_window: float = Field(86400.0, gt=0)  # a day: a billing outage shorter than that misses no stray
     idempotency_ttl_hours: int = Field(48, ge=1)
 
     @model_validator(mode="after")
