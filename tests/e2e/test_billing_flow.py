@@ -3,7 +3,9 @@ watch weights follow later scans, complete, remove, reopen, the day's summary; d
 rule that no parent is ever both deleted and billed, raced many times."""
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -114,3 +116,35 @@ def test_no_parent_ends_deleted_yet_billed(gw, people):
                 assert delete.status_code == 409 and add.status_code == 201 and on_bill and exists, (add.text, delete.text)
                 outcomes["billed"] += 1
     print(f"\ndelete vs add, 30 rounds: {outcomes}")
+
+
+def test_with_scanning_frozen_bills_stay_readable_and_adding_fails_fast(gw, people, stack):
+    """Through the gateway, scanning's process stopped (SIGSTOP: it holds its connections and answers nothing): a bill
+    reads from its stored counts, marked stale, and an add is billing's own 503 within BILLING_MARK_TIMEOUT (0.8 s),
+    not the gateway's 504."""
+    biller = people["biller"]
+    parent, other = fresh_parents(2)
+    scan(gw, people["dispatcher"], parent, children=2)
+    scan(gw, people["dispatcher"], other)
+    bill = gw.post("/bills", json={"capacity": 2}, headers=biller).json()["bill_id"]
+    assert gw.post(f"/bills/{bill}/bags", json={"parent_qr": parent}, headers=biller).status_code == 201
+    scanning = stack.procs["scanning"]
+    os.kill(scanning.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        read = gw.get(f"/bills/{bill}", headers=biller)
+        read_took = time.monotonic() - started
+        started = time.monotonic()
+        add = gw.post(f"/bills/{bill}/bags", json={"parent_qr": other}, headers=biller)
+        add_took = time.monotonic() - started
+        listed = gw.get("/bills", params={"limit": 5}, headers=biller)
+    finally:
+        os.kill(scanning.pid, signal.SIGCONT)
+    assert read.status_code == 200 and read.json()["counts"]["stale"] is True and read.json()["actual_weight_kg"] == 2
+    assert add.status_code == 503 and add.headers["Retry-After"] and add.headers["X-Dependency-Failure"] == "scanning"
+    assert add.json()["type"] == "urn:bagtrack:problem:scanning-unavailable"
+    assert listed.status_code == 200
+    assert read_took < 1 and add_took < 2, (read_took, add_took)  # generous: the budgets are 0.2 s and 0.8 s
+    print(f"\nscanning frozen, through the gateway: bill read {read_took * 1000:.0f} ms (stale), "
+          f"add 503 in {add_took * 1000:.0f} ms")
+    assert gw.post(f"/bills/{bill}/bags", json={"parent_qr": other}, headers=biller).status_code == 201  # back
