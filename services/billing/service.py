@@ -175,9 +175,9 @@ async def read_bill(*, ctx: BillingContext, raw: str) -> dict:
     except Exception as exc:  # down, hung, breaker open: the stored counts, marked stale
         log.info("bill %s read with stored counts: %s", code, getattr(exc, "detail", exc))
         return bill_out(bill, bags)
-    counts = {b["parent_qr"]: int(current[b["parent_qr"]]["child_count"]) if b["parent_qr"] in current
-              else b["child_count"] for b in active}
-    changed = {qr: n for qr, n in counts.items() if n != next(b["child_count"] for b in active if b["parent_qr"] == qr)}
+    stored = {b["parent_qr"]: b["child_count"] for b in active}
+    counts = {qr: int(current[qr]["child_count"]) if qr in current else n for qr, n in stored.items()}
+    changed = {qr: n for qr, n in counts.items() if n != stored[qr]}
     counted_at = as_utc(bill["counted_at"])
     if changed or counted_at is None or utcnow() - counted_at > timedelta(seconds=COUNTS_REWRITE_AFTER):
         await run_write(ctx.db, ctx.cache, lambda work: repo.refresh_counts(work, bill["id"], changed))
