@@ -139,6 +139,18 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
+def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
+    """Poll `condition` until it returns something truthy (returned), or fail after `timeout` seconds saying `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
 def wait_for_lock_waiters(app, count: int = 1, timeout: float = 10.0) -> None:
     """Until `count` of the app's own sessions on its database wait on a lock: the requests a test sent have
     reached the rows it holds from another connection (how race tests order steps without sleeping)."""

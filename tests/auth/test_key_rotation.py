@@ -29,7 +29,7 @@ from shared.db import Database
 from shared.security import LEEWAY
 from shared.timeutil import utcnow
 from tests.auth.conftest import ADMIN, make_settings
-from tests.support import db_session
+from tests.support import db_session, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIVATE_IN = 2.0  # above the minimum these settings allow (1 s refresh + 0.5 s reload + 0 s max-age)
@@ -61,7 +61,7 @@ def client(running):
     running.portal.call(keys.seed_ring, app.state.db, app.state.cache, app.state.settings)
     running.portal.call(service.reload_signing_keys, app)
     running.portal.call(app.state.cache.clear)
-    until(lambda: published(running) == {configured_kid(app.state.settings)}, deadline=time.monotonic() + 5,
+    wait_for(lambda: published(running) == {configured_kid(app.state.settings)}, timeout=5,
           what="the seeded ring")
     return running
 
@@ -104,17 +104,6 @@ def rotated(settings, capsys, *args: str) -> tuple[str, datetime]:
     return kid, next(k.activates_at for k in ring.keys if k.kid == kid)
 
 
-def until(condition, *, deadline: float, what: str):
-    """Poll `condition` until it returns something truthy, or fail at `deadline` (time.monotonic())."""
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def activated(client, kid: str, activates_at: datetime) -> dict:
     """Log in until a token signed by `kid` comes back; every token before it carries the old key, every token
     from the activation on the new one (iat is whole seconds: the activation's own second may go either way)."""
@@ -128,7 +117,7 @@ def activated(client, kid: str, activates_at: datetime) -> dict:
         assert (signer == kid) == (iat >= boundary) or iat == boundary, (signer, iat, activates_at)
         return pair if signer == kid else None
 
-    return until(new_pair, deadline=deadline, what=f"key {kid} to sign")
+    return wait_for(new_pair, timeout=deadline - time.monotonic(), what=f"key {kid} to sign")
 
 
 def age_ring(client, seconds: float) -> None:
@@ -193,7 +182,7 @@ def test_a_rotated_key_is_published_at_once_and_signs_from_its_activation(client
     before = login(client)
     kid, activates_at = rotated(settings, capsys)
     assert activates_at > utcnow()
-    until(lambda: published(client) == {old, kid}, deadline=time.monotonic() + 5, what="the next key in the JWKS")
+    wait_for(lambda: published(client) == {old, kid}, timeout=5, what="the next key in the JWKS")
     if utcnow() < activates_at - timedelta(seconds=1):
         assert kid_of(login(client)["access_token"]) == old  # published, not yet signing
     after = activated(client, kid, activates_at)
@@ -210,10 +199,10 @@ def test_a_second_rotation_retires_the_oldest_key_when_the_next_activates(client
     activated(client, second, activates_at)
     age_ring(client, settings.access_token_ttl + LEEWAY + 1)  # the second key has signed for a whole token life
     third, activates_at = rotated(settings, capsys)
-    until(lambda: published(client) == {first, second, third}, deadline=time.monotonic() + 5,
+    wait_for(lambda: published(client) == {first, second, third}, timeout=5,
           what="next, current and previous in the JWKS")
     activated(client, third, activates_at)
-    until(lambda: published(client) == {second, third}, deadline=time.monotonic() + 5, what="the oldest key retired")
+    wait_for(lambda: published(client) == {second, third}, timeout=5, what="the oldest key retired")
     ring = asyncio.run(_ring(settings, with_retired=True))
     now = utcnow()
     assert {k.kid: ring.state(k, now) for k in ring.keys} == {first: "retired", second: "previous", third: "current"}
@@ -238,10 +227,10 @@ def test_rotation_is_refused_while_the_previous_keys_tokens_live_unless_forced(c
     assert code == 0 and f"--force: unexpired access tokens signed by {first} are refused from" in out
     activates_at = next(k.activates_at for k in asyncio.run(_ring(settings)).keys if k.kid == third)
     third_token = activated(client, third, activates_at)["access_token"]
-    until(lambda: published(client) == {second, third}, deadline=time.monotonic() + 5, what="the first key retired")
+    wait_for(lambda: published(client) == {second, third}, timeout=5, what="the first key retired")
     assert me(client, second_token) == 200 and me(client, third_token) == 200
     # The first key's live token is refused once the verifier has refetched the keys (a new kid makes it).
-    until(lambda: me(client, first_token) == 401, deadline=time.monotonic() + 5, what="the forced retirement")
+    wait_for(lambda: me(client, first_token) == 401, timeout=5, what="the forced retirement")
 
 
 def test_the_activation_delay_must_outlast_a_verifier_refetch(settings, capsys):

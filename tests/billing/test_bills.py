@@ -10,16 +10,7 @@ from sqlalchemy import update
 
 from services.scanning.models import Bag
 from tests.billing.conftest import ADMIN, BILLER, BILLER_2, DISPATCHER, scanning_down, token_headers
-
-
-def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout}s")
+from tests.support import wait_for
 
 
 # --- codes ---

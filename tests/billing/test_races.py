@@ -12,8 +12,7 @@ from services.billing.models import Bill, BillParent
 from services.scanning.models import Bag
 from shared.timeutil import utcnow
 from tests.billing.conftest import token_headers
-from tests.billing.test_bills import wait_for
-from tests.support import db_session
+from tests.support import db_session, wait_for
 
 bags = Bag.__table__
 

@@ -191,7 +191,7 @@ def test_k8s_workloads():
         assert container["livenessProbe"]["httpGet"]["path"] == "/health", name
         assert container["readinessProbe"]["httpGet"]["path"] == "/ready", name
         assert container["ports"][0]["containerPort"] == PORTS[name], name
-        assert f"--port" in container["command"] and str(PORTS[name]) in container["command"], name
+        assert "--port" in container["command"] and str(PORTS[name]) in container["command"], name
         limit = container["resources"]["limits"]["memory"]
         assert re.fullmatch(r"\d+Mi", limit) and 150 <= int(limit[:-2]) <= 256, f"{name}: memory limit {limit}"
         if name in DB_SERVICES:

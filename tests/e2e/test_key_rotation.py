@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -19,8 +18,8 @@ import redis
 
 from scripts.stack import ROOT
 from services.auth.keys import SigningKey
-from tests.auth.test_key_rotation import until
 from tests.e2e.conftest import ADMIN, bearer, login, running_stack
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -87,14 +86,14 @@ def test_a_rotation_under_traffic_refuses_no_token(rotating_stack):
         assert old_kid == dev_key.kid  # the empty ring imported the configured (development) key
         tokens = [first["access_token"]]
         with Traffic(stack.url() + "/api/v1", tokens) as traffic:
-            until(lambda: traffic.calls.get(old_kid, 0) >= 10, deadline=time.monotonic() + 10, what="traffic")
+            wait_for(lambda: traffic.calls.get(old_kid, 0) >= 10, timeout=10, what="traffic")
             rotation = subprocess.run(
                 [sys.executable, "-m", "services.auth.cli", "rotate-key", "--activate-in", str(ACTIVATE_IN)],
                 cwd=ROOT, env=stack.process_env(), capture_output=True, text=True, timeout=60)
             assert rotation.returncode == 0, rotation.stderr
             new_kid = rotation.stdout.split()[3].rstrip(":")
-            until(lambda: {k["kid"] for k in gw.get("/auth/jwks").json()["keys"]} == {old_kid, new_kid},
-                  deadline=time.monotonic() + 5, what="the next key in the JWKS")
+            wait_for(lambda: {k["kid"] for k in gw.get("/auth/jwks").json()["keys"]} == {old_kid, new_kid},
+                  timeout=5, what="the next key in the JWKS")
 
             def new_token():
                 response = login(gw, *ADMIN)
@@ -103,8 +102,8 @@ def test_a_rotation_under_traffic_refuses_no_token(rotating_stack):
                 tokens[1:] = [token]  # the loop uses each fresh token at once: the first new kid meets cold verifiers
                 return token if kid_of(token) == new_kid else None
 
-            new = until(new_token, deadline=time.monotonic() + ACTIVATE_IN + 10, what="the new key to sign")
-            until(lambda: traffic.failures or traffic.calls.get(new_kid, 0) >= 20, deadline=time.monotonic() + 10,
+            new = wait_for(new_token, timeout=ACTIVATE_IN + 10, what="the new key to sign")
+            wait_for(lambda: traffic.failures or traffic.calls.get(new_kid, 0) >= 20, timeout=10,
                   what="traffic with the new key")
             assert traffic.failures == []
             refreshed = gw.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.gateway.conftest import Server
+from tests.support import wait_for
 
 HEADER_TIMEOUT = 1.0
 CAP = 5
@@ -142,13 +143,6 @@ def refused_connections(gateway: Server) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def assert_503_at_the_cap(received: bytes) -> None:
     assert received.startswith(b"HTTP/1.1 503 "), received[:200]
     head = received.split(b"\r\n\r\n", 1)[0].lower()
@@ -157,7 +151,8 @@ def assert_503_at_the_cap(received: bytes) -> None:
 
 
 def test_past_the_connection_cap_a_connection_gets_503_and_the_ops_port_still_answers(edge):
-    wait_until(lambda: open_public_connections(edge) == 0)  # the start-up probe's connection is gone
+    # The start-up probe's connection is gone.
+    wait_for(lambda: open_public_connections(edge) == 0, 5, "no open public connection")
     refused_before = refused_connections(edge)
     with ExitStack() as held:
         kept = []
@@ -180,5 +175,5 @@ def test_past_the_connection_cap_a_connection_gets_503_and_the_ops_port_still_an
 
         for sock in kept[:2]:
             sock.close()
-        wait_until(lambda: open_public_connections(edge) == CAP - 2)
+        wait_for(lambda: open_public_connections(edge) == CAP - 2, 5, "two connections closed")
         assert httpx.get(edge.url + "/health", timeout=5).status_code == 200

@@ -8,7 +8,6 @@ the primary.
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +18,7 @@ from services.scanning.config import Settings
 from shared import migrate
 from shared.migrate import ensure_database_exists
 from tests.scanning.conftest import KEY, ScanApi
-from tests.support import free_port
+from tests.support import free_port, wait_for
 
 MAX_LAG = 3.0
 
@@ -75,13 +74,6 @@ def only_on_the_replica(engines) -> str:
     return qr
 
 
-def wait_for(condition, timeout: float = MAX_LAG + 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the replica's measured state never changed"
-        time.sleep(0.05)
-
-
 def fresh_lookup(api: ScanApi, qr: str) -> int:
     api.client.portal.call(api.app.state.cache.clear)
     return api.bag(qr).status_code
@@ -95,14 +87,15 @@ def test_the_replica_answers_only_within_the_allowed_lag_and_never_for_a_code_ju
     assert not db.replica_fresh and fresh_lookup(api, ghost) == 404  # lag unknown: the primary answers
 
     apply_heartbeat_late(engines)
-    wait_for(lambda: db.replica_fresh)
+    wait_for(lambda: db.replica_fresh, MAX_LAG + 5, "the replica to serve reads")
     assert fresh_lookup(api, ghost) == 200  # the replica answers now (only it has this bag)
 
     written = f"SB{random.randrange(60000, 69999)}"
     assert api.parent(written).status_code == 200  # on the primary; the replica never gets it
     assert api.bag(written).status_code == 200  # read after write: the primary, though the replica is "fresh"
 
-    wait_for(lambda: not db.replica_fresh)  # nothing applied for longer than MAX_LAG
+    # Nothing applied for longer than MAX_LAG.
+    wait_for(lambda: not db.replica_fresh, MAX_LAG + 5, "the replica to be bypassed")
     assert db.replica_lag > MAX_LAG
     assert fresh_lookup(api, ghost) == 404
 
@@ -113,6 +106,6 @@ def test_with_redis_down_every_read_goes_to_the_primary(replica):
     db = api.app.state.db
     ghost = only_on_the_replica(engines)
     apply_heartbeat_late(engines)
-    wait_for(lambda: db.replica_fresh)
+    wait_for(lambda: db.replica_fresh, MAX_LAG + 5, "the replica to serve reads")
     assert api.bag(ghost).status_code == 404
     assert api.bag(ghost).status_code == 404
