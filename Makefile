@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fuzz venv tools migrate create-admin rotate-key bench seed seed-bills bench-scanning bench-billing loadtest clean
+.PHONY: run test test-fuzz venv tools migrate create-admin rotate-key bench seed seed-bills bench-scanning bench-billing bench-dashboard loadtest clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -49,6 +49,10 @@ seed-bills: venv
 # Adds and bill reads through the gateway with 1.8 M bags and 50,000 bills in PostgreSQL (seeded once, then reused).
 bench-billing: venv tools
 	@$(PY) bench/billing.py $(BENCH_ARGS)
+
+# Dashboard stats and composed lookups through the gateway with 1.8 M bags and 50,000 bills (same data as above).
+bench-dashboard: venv tools
+	@$(PY) bench/dashboard.py $(BENCH_ARGS)
 
 # Lookups and child scans through the gateway with 1.8 M bags in PostgreSQL (seeded once, then reused).
 bench-scanning: venv tools

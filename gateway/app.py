@@ -19,7 +19,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     proxy = Proxy(settings.max_body_bytes, max_header_bytes=settings.max_header_bytes,
                   max_headers_total_bytes=settings.max_headers_total_bytes,
                   max_authorization_bytes=settings.max_authorization_bytes,
-                  body_stall_timeout=settings.body_stall_timeout)
+                  body_stall_timeout=settings.body_stall_timeout,
+                  stream_read_timeout=settings.stream_read_timeout)
     app = create_service_app(settings, title="bagtrack gateway", routers=[ops.router],
                              upstreams=settings.upstream_urls(), on_startup=[proxy.attach],
                              readiness=ops.upstream_readiness, front=(API_PREFIX + "/", proxy), own_docs=False)

@@ -19,6 +19,9 @@ class GatewaySettings(CommonSettings):
     # A request body of which nothing arrives for this long is cut off with 408 (slow clients; streamed responses
     # are not affected: this is about reading the request).
     body_stall_timeout: float = Field(30.0, gt=0, le=600)
+    # An event stream (gateway/routes.py STREAMS) is cut when nothing, not even its heartbeat (every 10 s), came
+    # from the upstream for this long; other routes wait at most the upstream timeout for each chunk.
+    stream_read_timeout: float = Field(60.0, gt=0, le=3600)
     # Request headers under /api/v1, checked before authentication and before anything is forwarded:
     # one header (name + value) or all of them together past these is a 431; an Authorization past its own
     # limit is a 401 (an access token is ~500 bytes).

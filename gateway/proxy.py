@@ -61,8 +61,9 @@ class Proxy:
 
     def __init__(self, max_body_bytes: int, *, max_header_bytes: int = 8 * 1024,
                  max_headers_total_bytes: int = 32 * 1024, max_authorization_bytes: int = 4 * 1024,
-                 body_stall_timeout: float = 30.0) -> None:
+                 body_stall_timeout: float = 30.0, stream_read_timeout: float = 60.0) -> None:
         self.max_body_bytes = max_body_bytes
+        self.stream_read_timeout = stream_read_timeout
         self.body_stall_timeout = body_stall_timeout
         self.max_header_bytes = max_header_bytes
         self.max_headers_total_bytes = max_headers_total_bytes
@@ -122,9 +123,10 @@ class Proxy:
         target = upstream_target(scope, path)
         # A write that carries an idempotency key may be retried safely when the connection fails.
         retry = True if "idempotency-key" in forward else None
+        timeout = self.stream_read_timeout if route.stream else None
         try:
             async with clients[route.upstream].stream(method, target, headers=forward, data=body,
-                                                      retry=retry) as upstream:
+                                                      retry=retry, timeout=timeout) as upstream:
                 await relay(upstream, receive, send, route.upstream)
         except ProblemError as exc:
             await send_problem(send, exc.status, exc.detail, slug=exc.slug, headers=exc.headers)

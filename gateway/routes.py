@@ -25,8 +25,10 @@ AREAS = {
 # (FastAPI) paths, "{name}" matching one non-empty path segment; a literal route wins over a templated one.
 #
 # Add a route here when it is built for clients, never a service-to-service one (those live under /internal/ and
-# are never listed). Still to come, each added here as it is built: the dashboard (its read routes and its event
-# stream) and the web app's routes.
+# are never listed). Still to come, added here as it is built: the web app's routes.
+#
+# The event stream needs no token *at the gateway*: a browser's EventSource cannot send one, so the dashboard
+# itself checks the single-use ticket (or a bearer token) it is opened with. Its ticket route needs a token.
 PUBLIC_API: tuple[tuple[str, str, bool], ...] = (
     # auth
     ("POST", "/auth/login", False),
@@ -64,7 +66,18 @@ PUBLIC_API: tuple[tuple[str, str, bool], ...] = (
     ("POST", "/bills/{bill_id}/complete", True),
     ("POST", "/bills/{bill_id}/reopen", True),
     ("GET", "/bills/{bill_id}/history", True),
+    # dashboard
+    ("GET", "/dashboard/stats", True),
+    ("GET", "/dashboard/activity", True),
+    ("GET", "/dashboard/trends", True),
+    ("GET", "/dashboard/lookup/{code}", True),
+    ("POST", "/dashboard/stream/ticket", True),
+    ("GET", "/dashboard/stream", False),
 )
+
+# Long-lived answers (Server-Sent Events): forwarded with the stream read timeout (GATEWAY_STREAM_READ_TIMEOUT,
+# above the stream's heartbeat) instead of the upstream timeout, which bounds the wait for each chunk.
+STREAMS = frozenset({("GET", "/dashboard/stream")})
 
 # (method, service-side path) reachable without an access token.
 PUBLIC_ROUTES = frozenset((method, path) for method, path, token in PUBLIC_API if not token)
@@ -77,11 +90,12 @@ class Route:
     upstream: str
     template: str
     public: bool = False
+    stream: bool = False
 
 
 def _route(method: str, template: str, token: bool) -> Route:
     area = template.split("/")[1]
-    return Route(AREAS[area], API_PREFIX + template, public=not token)
+    return Route(AREAS[area], API_PREFIX + template, public=not token, stream=(method, template) in STREAMS)
 
 
 # Built once: resolving a request allocates little (one split for a templated path).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from shared.resp import RedisError, RespClient
 
@@ -16,6 +16,8 @@ log = logging.getLogger("bagtrack.cache")
 # Written over an entry when its data changes. While it stands (`hold` seconds) readers miss and may not
 # fill the entry: a reader that read the old rows just before the writer committed cannot put them back.
 TOMBSTONE = b"\x00invalidated"
+# Delete a lock only while its owner still holds it.
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 
 
 class MemoryCache:
@@ -47,6 +49,40 @@ class MemoryCache:
             if len(self._data) >= self._max_entries:
                 self._evict_expired()
             self._data[key] = (now + ttl, value)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Set unconditionally (Redis SET PX)."""
+        if len(self._data) >= self._max_entries:
+            self._evict_expired()
+        self._data[key] = (time.monotonic() + ttl, value)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Each key's value (None when absent), in order (Redis MGET)."""
+        return [await self.get(key) for key in keys]
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def lock(self, key: str, ttl: float, owner: str) -> bool:
+        """Take `key` for `owner` for `ttl` seconds unless someone holds it; whether it was taken."""
+        return self.lock_now(key, ttl, owner)
+
+    def lock_now(self, key: str, ttl: float, owner: str) -> bool:
+        now = time.monotonic()
+        item = self._data.get(key)
+        if item is not None and item[0] > now:
+            return False
+        self._data[key] = (now + ttl, owner)
+        return True
+
+    async def unlock(self, key: str, owner: str) -> None:
+        """Release `key` if `owner` still holds it (a lock that lapsed and was taken by another stays theirs)."""
+        self.unlock_now(key, owner)
+
+    def unlock_now(self, key: str, owner: str) -> None:
+        item = self._data.get(key)
+        if item is not None and item[1] == owner:
+            del self._data[key]
 
     async def tombstone(self, keys: Iterable[str], hold: float) -> None:
         until = time.monotonic() + hold
@@ -119,6 +155,54 @@ class RedisCache:
             return
         try:
             await self._client.call("SET", self._prefix + key, value, "PX", max(1, int(ttl * 1000)), "NX")
+        except RedisError as exc:
+            self._failed(exc)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if not self.available:
+            return
+        try:
+            await self._client.call("SET", self._prefix + key, value, "PX", max(1, int(ttl * 1000)))
+        except RedisError as exc:
+            self._failed(exc)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One MGET; every key misses while Redis is away."""
+        if not keys:
+            return []
+        if self.available:
+            try:
+                return await self._client.call("MGET", *(self._prefix + key for key in keys))
+            except RedisError as exc:
+                self._failed(exc)
+        return [None] * len(keys)
+
+    async def delete(self, key: str) -> None:
+        if not self.available:
+            return
+        try:
+            await self._client.call("DEL", self._prefix + key)
+        except RedisError as exc:
+            self._failed(exc)
+
+    async def lock(self, key: str, ttl: float, owner: str) -> bool:
+        """SET NX PX, shared by every replica; while Redis is away, this process's own lock (each replica then
+        takes its own: the fallback never blocks the work the lock only de-duplicates)."""
+        if self.available:
+            try:
+                return await self._client.call("SET", self._prefix + key, owner, "PX", max(1, int(ttl * 1000)),
+                                               "NX") == "OK"
+            except RedisError as exc:
+                self._failed(exc)
+        return self._fallback.lock_now(key, ttl, owner)
+
+    async def unlock(self, key: str, owner: str) -> None:
+        """Compare-and-delete in one Lua call (a lock Redis lost sight of lapses after its ttl)."""
+        self._fallback.unlock_now(key, owner)
+        if not self.available:
+            return
+        try:
+            await self._client.call("EVAL", _UNLOCK, 1, self._prefix + key, owner)
         except RedisError as exc:
             self._failed(exc)
 

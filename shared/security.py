@@ -109,14 +109,19 @@ class TokenVerifier:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller named by an `Authorization: Bearer` value; Unauthorized (401) on any defect."""
+        return (await self.authenticate_until(authorization))[0]
+
+    async def authenticate_until(self, authorization: str | None) -> tuple[Principal, float]:
+        """The caller and when their token expires (epoch seconds): what a long-lived answer (an event stream)
+        needs to end itself when the token does."""
         token = bearer_token(authorization)
         hit = self._memo.get(token)
         if hit is not None and hit[0] > time.time():
-            return hit[1]
+            return hit[1], hit[0]
         principal, expires = await self._verify(token)
         if self._memo_size:
             self._remember(token, expires, principal)
-        return principal
+        return principal, expires
 
     def _remember(self, token: str, expires: float, principal: Principal) -> None:
         if len(self._memo) >= self._memo_size:

@@ -1,10 +1,11 @@
 """The shift mix against a running bagtrack, through its gateway: `make loadtest USERS=500 DURATION=60`.
 
     python -m bench.loadtest --users 500 --duration 60 [--url http://127.0.0.1:8080] [--ramp 15] [--think 1.0]
-                             [--dispatchers 0.6] [--billers 0.1]
+                             [--dispatchers 0.6] [--billers 0.1] [--viewers 0.1] [--dashboard-every 10]
 
 The mix: 60% dispatchers (scan parents and children), 10% billers (load the parents dispatchers of this run
-finished onto bills of ~20, read them, complete them), the rest look bags up (bench/loadtest/workload.py).
+finished onto bills of ~20, read them, complete them), 10% viewers (a dashboard open, reloaded every ~10 s, a
+lookup now and then), the rest look bags up (bench/loadtest/workload.py).
 
 Needs an admin (BAGTRACK_ADMIN_USERNAME / BAGTRACK_ADMIN_PASSWORD) to create the run's accounts; they are
 removed at the end, also on Ctrl-C. Loopback only; the run stops by itself after ramp + duration.
@@ -30,7 +31,7 @@ import aiohttp
 from bench.loadtest.accounts import Accounts, SetupFailed
 from bench.loadtest.report import CpuMeter, Stats, listening_pids, render
 from bench.loadtest.wire import Wire
-from bench.loadtest.workload import Biller, Dispatcher, Lookup, Shared
+from bench.loadtest.workload import Biller, Dispatcher, Lookup, Shared, Viewer
 from shared.settings import DEFAULT_AREAS
 from shared.topology import local_ports
 
@@ -68,7 +69,7 @@ async def run(args: argparse.Namespace) -> str:
         accounts = Accounts(http, api, admin, run_id)
         try:
             await accounts.start()
-            n_dispatch, n_bill, n_look = mix(args)
+            n_dispatch, n_bill, _, n_look = mix(args)
             dispatchers, lookups, billers = await accounts.provision(
                 dispatcher_users=n_dispatch, lookup_users=n_look, biller_users=n_bill, areas=areas, cap_per_area=cap)
             print(f"loadtest {run_id}: {args.users} users ({n_dispatch} scanning on {len(dispatchers)} dispatcher "
@@ -80,18 +81,30 @@ async def run(args: argparse.Namespace) -> str:
             print(f"loadtest {run_id}: removed {removed} accounts", flush=True)
 
 
-def mix(args: argparse.Namespace) -> tuple[int, int, int]:
-    """(dispatchers, billers, lookups) among the users: the shares asked for, lookups taking the rest."""
+def mix(args: argparse.Namespace) -> tuple[int, int, int, int]:
+    """(dispatchers, billers, viewers, lookups) among the users: the shares asked for, lookups taking the rest."""
     n_dispatch = round(args.users * args.dispatchers)
     n_bill = min(args.users - n_dispatch, round(args.users * args.billers))
-    return n_dispatch, n_bill, args.users - n_dispatch - n_bill
+    n_view = min(args.users - n_dispatch - n_bill, round(args.users * getattr(args, "viewers", 0.0)))
+    return n_dispatch, n_bill, n_view, args.users - n_dispatch - n_bill - n_view
 
 
-def user_kinds(args: argparse.Namespace, dispatchers, lookups, billers) -> list[tuple[type, list]]:
-    """The kind of each user, in index order, with the accounts it draws from."""
-    n_dispatch, n_bill, _ = mix(args)
-    return [(Dispatcher, dispatchers) if i < n_dispatch else (Biller, billers) if i < n_dispatch + n_bill
-            else (Lookup, lookups) for i in range(args.users)]
+def user_kinds(args: argparse.Namespace, dispatchers, lookups, billers) -> list[tuple[type, list, float]]:
+    """The kind of each user, in index order, with the accounts it draws from and its mean think time. Viewers
+    alternate between dispatcher accounts (one area's dashboard) and lookup accounts (billers: every area, bills)."""
+    n_dispatch, n_bill, n_view, _ = mix(args)
+    think, every = args.think, getattr(args, "dashboard_every", 10.0)
+    kinds = []
+    for i in range(args.users):
+        if i < n_dispatch:
+            kinds.append((Dispatcher, dispatchers, think))
+        elif i < n_dispatch + n_bill:
+            kinds.append((Biller, billers, think))
+        elif i < n_dispatch + n_bill + n_view:
+            kinds.append((Viewer, dispatchers if i % 2 and dispatchers else lookups, every))
+        else:
+            kinds.append((Lookup, lookups, think))
+    return kinds
 
 
 async def measure(args, api, accounts, dispatchers, lookups, billers, rng) -> str:
@@ -100,9 +113,9 @@ async def measure(args, api, accounts, dispatchers, lookups, billers, rng) -> st
     start = time.monotonic()
     stop_at = start + args.ramp + args.duration
     users = []
-    for i, (kind, pool) in enumerate(user_kinds(args, dispatchers, lookups, billers)):
+    for i, (kind, pool, think) in enumerate(user_kinds(args, dispatchers, lookups, billers)):
         users.append(kind(i, pool[i % len(pool)], wire=Wire(api, CLIENT_TIMEOUT), accounts=accounts, stats=stats,
-                          shared=shared, think=args.think, stop_at=stop_at, rng=random.Random(rng.random())))
+                          shared=shared, think=think, stop_at=stop_at, rng=random.Random(rng.random())))
     rng.shuffle(users)
 
     async def staggered(user, delay: float) -> None:
@@ -135,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dispatchers", type=float, default=0.6, help="share of users scanning")
     parser.add_argument("--billers", type=float, default=0.1,
                         help="share of users loading bills (of what the dispatchers leave); the rest look up")
+    parser.add_argument("--viewers", type=float, default=0.1,
+                        help="share of users keeping a dashboard open (of what dispatchers and billers leave)")
+    parser.add_argument("--dashboard-every", type=float, default=10.0, help="mean seconds between dashboard refreshes")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    if args.users < 1 or args.duration <= 0 or not 0 <= args.dispatchers <= 1 or not 0 <= args.billers <= 1:
-        parser.error("users ≥ 1, duration > 0, 0 ≤ dispatchers ≤ 1 and 0 ≤ billers ≤ 1")
+    if (args.users < 1 or args.duration <= 0 or args.dashboard_every <= 0
+            or not all(0 <= share <= 1 for share in (args.dispatchers, args.billers, args.viewers))):
+        parser.error("users ≥ 1, duration > 0, dashboard-every > 0, and each share within 0..1")
     args.ramp = 15.0 if args.ramp is None else args.ramp
     loopback_only(args.url)
     try:

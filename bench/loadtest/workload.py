@@ -1,7 +1,8 @@
 """What the virtual users do: dispatchers scan a parent, then new children into it; lookup users (billers) look
 recently scanned bags up, page lists, ask who they are, and now and then log in again; billers load the parents
 dispatchers of this run finished onto bills (SPEC: "billers add parents to bills"), read their bill now and then,
-complete it when full and start the next.
+complete it when full and start the next; viewers keep a dashboard open and reload it every ~10 s (SPEC: "dashboards
+refresh every 10 s"), now and then looking a bag up through it.
 
 Each user waits an exponentially distributed think time (mean `think` s) between actions, like a person with a
 scanner; latency is measured from the moment each request is sent.
@@ -171,3 +172,21 @@ class Biller(User):
             status, body = await self.call("GET /bills/{id}", "GET", f"/bills/{bill}", parse=True)
             if status == 200 and body:
                 linked = body["linked_count"]
+
+
+class Viewer(User):
+    """Keeps the dashboard open: each refresh (every `think` s, 10 by default) loads stats and recent activity as the
+    page does, every third one the trend chart too, and every other one looks a recently scanned parent up through
+    the dashboard's composed lookup. Half the viewers are dispatchers (their area's view), half billers."""
+
+    async def run(self) -> None:
+        refreshes = 0
+        while await self.pause():
+            refreshes += 1
+            await self.call("GET /dashboard/stats", "GET", "/dashboard/stats")
+            await self.call("GET /dashboard/activity", "GET", "/dashboard/activity")
+            if refreshes % 3 == 1:
+                await self.call("GET /dashboard/trends", "GET", "/dashboard/trends", params={"days": "14"})
+            if refreshes % 2 == 0 and self.shared.recent_parents:
+                qr = self.rng.choice(self.shared.recent_parents)
+                await self.call("GET /dashboard/lookup/{code}", "GET", f"/dashboard/lookup/{qr}")

@@ -7,6 +7,8 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, SmallInteger, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.tally import Counted, Tally, Term
+
 
 class Base(DeclarativeBase):
     pass
@@ -119,3 +121,13 @@ class MarkOutbox(Base):
 
 
 # idempotent_requests (Idempotency-Key and the first answer) is shared.unit_of_work.IDEMPOTENT_REQUESTS.
+
+
+# What the dashboard's counts of bills are made of (shared.tally; services/billing/stats.py reads them). Bills have
+# no area. A bill counts as completed on the day of its completed_at (cleared by a reopen). A metric's name is its
+# own: a status's count and a per-day count share the totals table.
+TALLY = Tally(counted=(Counted("bills", (
+    Term("'status_' || {r}.status"),
+    Term("'created'", at="{r}.created_at"),
+    Term("'completed'", at="{r}.completed_at"),
+)),))

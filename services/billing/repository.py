@@ -60,6 +60,34 @@ async def get_bill(conn: Conn | UnitOfWork, key: str) -> Row | None:
     return await conn.row(bill_query(key))
 
 
+def parent_bill_query(qr) -> Select:
+    """holder_query with what a lookup shows of the bill: one probe of bill_parents' unique parent_qr."""
+    return holder_query(qr).add_columns(bills.c.status, bills.c.capacity, bills.c.linked_count, parents.c.added_at)
+
+
+async def parent_bill(conn: Conn, qr: str) -> Row | None:
+    return await conn.row(parent_bill_query(qr))
+
+
+def events_feed_query(*, newer_than: int | None = None, limit: int) -> Select:
+    """Every bill's history, newest first (the primary key read backwards), only after `newer_than` if given."""
+    query = select(events).order_by(events.c.id.desc()).limit(limit)
+    return query.where(events.c.id > newer_than) if newer_than is not None else query
+
+
+async def events_feed(conn: Conn, *, newer_than: int | None, limit: int) -> list[Row]:
+    return await conn.rows(events_feed_query(newer_than=newer_than, limit=limit))
+
+
+def latest_event_query() -> Select:
+    """The highest event id: the primary key's end."""
+    return select(func.max(events.c.id))
+
+
+async def latest_event_id(conn: Conn) -> int:
+    return await conn.scalar(latest_event_query()) or 0
+
+
 async def bill_parents(conn: Conn, bill_pk: int) -> list[Row]:
     return await conn.rows(parents_query(bill_pk))
 

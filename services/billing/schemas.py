@@ -108,3 +108,38 @@ class DaySummary(BaseModel):
     totals: Totals
     by_status: dict[BillStatus, Totals]
     by_creator: dict[str, CreatorSummary]
+
+
+# --- internal read feeds (the dashboard's calls: services/billing/api/feed.py) ----------------------------------
+
+MAX_EVENT_ID = 2**31 - 1  # bill_events.id is an INTEGER: anything above is no event, and never reaches SQL
+
+
+class BillFeedEvent(BaseModel):
+    """A line of some bill's history as the activity feed shows it: who (id and name), what, when."""
+
+    id: int
+    bill_id: str
+    kind: EventKind
+    parent_qr: str | None
+    user_id: int | None = Field(description="null for the system (the reconciler)")
+    username: str
+    created_at: UtcDateTime
+
+
+class BillEventsFeed(BaseModel):
+    items: list[BillFeedEvent] = Field(description="newest first")
+    latest_id: int = Field(description="the highest event id (0: none), even with no items")
+
+
+class ParentBill(BaseModel):
+    bill_id: str
+    status: BillStatus
+    capacity: int
+    linked_count: int
+    added_at: UtcDateTime
+    pending: bool = Field(description="still being added (scanning has not confirmed it yet)")
+
+
+class ParentBillOut(BaseModel):
+    bill: ParentBill | None = Field(description="the bill holding the parent; null when none does")

@@ -7,6 +7,8 @@ from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignK
                         String, func, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.tally import Counted, Tally, Term
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -36,6 +38,9 @@ class Bag(Base):
     bill_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     bill_link: Mapped[int | None] = mapped_column(BigId, nullable=True)  # billing's row: the one mark a clear undoes
     billed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When a parent last became completed (NULL while it is not): kept by a trigger on every write, COPY included
+    # (migration 0004), so "parents completed that day" can be counted and checked against the table.
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
         CheckConstraint("type IN ('parent', 'child')", name="ck_bags_type"),
@@ -78,3 +83,24 @@ class Scan(Base):
 
 
 # idempotent_requests (scan_id / Idempotency-Key and the first answer) is shared.unit_of_work.IDEMPOTENT_REQUESTS.
+
+
+# What the dashboard's counts are made of (shared.tally; services/scanning/stats.py reads them), per dispatch area.
+# Billed counts are the parents whose mark was set on that day; the weight is theirs, 1 kg a child.
+_AREA, _PARENT = "{r}.dispatch_area", "{r}.type = 'parent'"
+_BILLED = "{r}.bill_id IS NOT NULL"
+TALLY = Tally(
+    counted=(
+        Counted("bags", (
+            Term("'parents_' || {r}.status", when=_PARENT, area=_AREA),
+            Term("'children'", when="{r}.type = 'child'", area=_AREA),
+            Term("'linked_children'", when="{r}.type = 'child' AND {r}.parent_id IS NOT NULL", area=_AREA),
+            Term("'completed_parents'", when=f"{_PARENT} AND {{r}}.status = 'completed'", area=_AREA,
+                 at="{r}.completed_at"),
+            Term("'billed_parents'", when=_BILLED, area=_AREA, at="{r}.billed_at"),
+            Term("'billed_weight_kg'", when=_BILLED, area=_AREA, at="{r}.billed_at", n="{r}.child_count"),
+        )),
+        Counted("scans", (Term("'scans'", area=_AREA, at="{r}.created_at"),)),
+    ),
+    per_minute=frozenset({"scans"}),
+)

@@ -115,3 +115,27 @@ class BillMark(BaseModel):
 class BillMarksPage(BaseModel):
     items: list[BillMark]
     next_cursor: str | None = Field(description="after_qr of the next page; null on the last")
+
+
+# --- internal read feeds (the dashboard's calls: services/scanning/api/feed.py) ---------------------------------
+
+MAX_SCAN_ID = 2**62  # scan ids are BIGINT on PostgreSQL: anything above is no scan, and never reaches SQL
+LAST_SCANS = 10  # scans a lookup shows of one bag
+
+
+class FeedScan(ScanOut):
+    """A scan as the activity feed shows it: who (id and name), what, where, when."""
+
+    user_id: int
+
+
+class ScanFeed(BaseModel):
+    items: list[FeedScan] = Field(description="newest first")
+    latest_id: int = Field(description="the highest scan id for this area filter (0: none), even with no items")
+
+
+class BagLookup(BaseModel):
+    bag: BagOut = Field(description="exactly as GET /bags/{qr_id} shows it (a parent with its children)")
+    parent: BagOut | None = Field(description="a linked child's parent, without its children")
+    last_scans: list[FeedScan] = Field(description=f"the last {LAST_SCANS} scans of this QR (as parent or child), "
+                                                   "newest first")

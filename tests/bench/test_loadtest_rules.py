@@ -88,19 +88,25 @@ def test_the_users_client_reads_sized_and_chunked_answers_and_reconnects_after_a
     assert len(connections) == 2  # a new connection after the server said "close"
 
 
-def test_the_shift_mix_has_dispatchers_billers_and_lookups():
+def test_the_shift_mix_has_dispatchers_billers_viewers_and_lookups():
     import argparse
 
     from bench.loadtest.__main__ import mix, user_kinds
-    from bench.loadtest.workload import Biller, Dispatcher, Lookup
+    from bench.loadtest.workload import Biller, Dispatcher, Lookup, Viewer
 
-    args = argparse.Namespace(users=200, dispatchers=0.6, billers=0.1)
-    assert mix(args) == (120, 20, 60)
-    kinds = [kind for kind, _ in user_kinds(args, ["d"], ["l"], ["b"])]
-    assert (kinds.count(Dispatcher), kinds.count(Biller), kinds.count(Lookup)) == (120, 20, 60)
-    # Billers take only what the dispatchers leave; lookups get the rest, possibly none.
-    assert mix(argparse.Namespace(users=10, dispatchers=0.95, billers=0.5)) == (10, 0, 0)
-    assert mix(argparse.Namespace(users=3, dispatchers=0.0, billers=1.0)) == (0, 3, 0)
+    args = argparse.Namespace(users=200, dispatchers=0.6, billers=0.1, viewers=0.1, think=1.0, dashboard_every=10.0)
+    assert mix(args) == (120, 20, 20, 40)
+    kinds = user_kinds(args, ["d"], ["l"], ["b"])
+    names = [kind for kind, _, _ in kinds]
+    assert (names.count(Dispatcher), names.count(Biller), names.count(Viewer), names.count(Lookup)) == (120, 20, 20, 40)
+    viewers = [(pool, think) for kind, pool, think in kinds if kind is Viewer]
+    assert {think for _, think in viewers} == {10.0}  # a dashboard reloads every ~10 s, not every second
+    assert [pool for pool, _ in viewers].count(["d"]) == 10  # half see one area's dashboard, half every area's
+    assert {think for kind, _, think in kinds if kind is not Viewer} == {1.0}
+    # Each share takes only what the earlier ones leave; lookups get the rest, possibly none.
+    assert mix(argparse.Namespace(users=10, dispatchers=0.95, billers=0.5, viewers=0.5)) == (10, 0, 0, 0)
+    assert mix(argparse.Namespace(users=3, dispatchers=0.0, billers=1.0)) == (0, 3, 0, 0)
+    assert mix(argparse.Namespace(users=10, dispatchers=0.5, billers=0.0, viewers=1.0)) == (5, 0, 5, 0)
 
 
 def test_a_biller_loads_finished_parents_completes_a_full_bill_and_starts_the_next():

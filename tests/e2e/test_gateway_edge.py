@@ -10,6 +10,11 @@ from tests.e2e.conftest import ADMIN, bearer, login
 SERVICE_TO_SERVICE = {  # scanning's bill marks and counts: only billing calls them
     ("PUT", "/internal/parents/{qr_id}/bill"), ("DELETE", "/internal/parents/{qr_id}/bill"),
     ("POST", "/internal/parents/counts"), ("GET", "/internal/parents/marks"),
+    # what the dashboard composes from: scanning's and billing's aggregates, feeds and lookups
+    ("GET", "/internal/stats"), ("GET", "/internal/trends"), ("GET", "/internal/scans"),
+    ("GET", "/internal/bags/{qr_id}/lookup"),
+    ("GET", "/internal/bills/stats"), ("GET", "/internal/bills/trends"), ("GET", "/internal/bills/events"),
+    ("GET", "/internal/bills/lookup/{bill_id}"), ("GET", "/internal/parents/{qr_id}/bill"),
 }
 PROBES = ("/health", "/ready", "/metrics")
 

@@ -69,6 +69,9 @@ def create_app() -> FastAPI:
             return StreamingResponse(_chunks(int(request.query_params["size"])), media_type="text/csv")
         elif action == "drip":
             return StreamingResponse(_drip(released), media_type="text/plain")
+        elif action == "stream":  # an event stream whose events come further apart than the upstream timeout
+            return StreamingResponse(_events(float(request.query_params.get("gap", "1.5"))),
+                                     media_type="text/event-stream")
         body = await request.body()
         echo = {
             "method": request.method,
@@ -91,6 +94,12 @@ async def _chunks(size: int):
     while size > 0:
         yield block[:size]
         size -= len(block)
+
+
+async def _events(gap: float):
+    for n in range(3):
+        yield f"event: tick\ndata: {n}\n\n".encode()
+        await asyncio.sleep(gap)
 
 
 async def _drip(released: asyncio.Event):

@@ -101,3 +101,22 @@ def test_tokens_cannot_be_checked_while_auth_is_down_is_503_not_401(start_gatewa
     assert response.status_code == 503
     assert "retry-after" in response.headers
     assert response.json()["detail"] == "cannot verify tokens: signing keys unavailable"
+
+
+def test_an_event_stream_outlives_the_upstream_timeout_between_events(client, signing_key):
+    """The dashboard's stream (gateway.routes.STREAMS) waits the stream read timeout between chunks, not the
+    upstream timeout (1 s here) that bounds every other route; it needs no token at the gateway (its ticket is
+    the dashboard's to check)."""
+    started = time.monotonic()
+    with client.stream("GET", "/api/v1/dashboard/stream?gap=1.5") as response:
+        assert response.status_code == 200
+        body = b"".join(response.iter_bytes())
+    assert body.count(b"event: tick") == 3
+    assert time.monotonic() - started >= 3.0  # two gaps of 1.5 s, each past the 1 s upstream timeout
+
+
+def test_a_non_stream_route_is_still_cut_at_the_upstream_timeout(client, auth):
+    with client.stream("GET", "/api/v1/bags/stream?gap=1.5", headers=auth) as response:
+        assert response.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):  # broken off after the first event, never looking whole
+            response.read()

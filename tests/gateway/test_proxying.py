@@ -44,7 +44,7 @@ def test_method_and_body_are_forwarded(client, auth):
 @pytest.mark.parametrize("path", [
     "/api/v1/nothing/here", "/api/v1/usersx", "/api/v1/bags/%2e%2e/users", "/api/v2/bags",
     # not part of the public API (gateway.routes.PUBLIC_API): the area exists, the route does not
-    "/api/v1/bags/SB12345/children", "/api/v1/bags/", "/api/v1/users/42/extra", "/api/v1/dashboard/stats",
+    "/api/v1/bags/SB12345/children", "/api/v1/bags/", "/api/v1/users/42/extra", "/api/v1/dashboard/nothing",
 ])
 def test_unknown_area_is_404_problem(client, auth, path):
     response = client.get(path, headers=auth)
