@@ -342,7 +342,14 @@ def measure(api: str, scanning_url: str, billing_url: str, described: str) -> in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return run_against_system(measure, description=__doc__.splitlines()[0], name="billing")
+
+
+def run_against_system(measure, *, description: str, name: str) -> int:
+    """`measure(api, scanning_url, billing_url, described)` against a running system (--url, databases from
+    DATABASE_URL) or against a system of its own on bagtrack_scale_* (seeded once, then reused), stopped after.
+    Shared by the benchmarks that need 1.8 M bags and 50,000 bills (this one, bench/dashboard.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--url", help="a running system's gateway (loopback); its databases from DATABASE_URL")
     args = parser.parse_args()
     if not (reachable(5432) and reachable(6379)):
@@ -357,7 +364,7 @@ def main() -> int:
         scanning_url, billing_url = (derive_database_url(base, name, ROOT / "var") for name in ("scanning", "billing"))
         return measure(args.url.rstrip("/") + "/api/v1", scanning_url, billing_url,
                        f"the running system at {args.url} (PostgreSQL {scanning_url.rsplit('/', 1)[1]}, ...)")
-    work_dir = Path(tempfile.mkdtemp(prefix="bagtrack-bench-billing-"))
+    work_dir = Path(tempfile.mkdtemp(prefix=f"bagtrack-bench-{name}-"))
     env = {"BAGTRACK_VAR_DIR": str(work_dir), "BAGTRACK_ADMIN_USERNAME": ADMIN[0], "BAGTRACK_ADMIN_PASSWORD": ADMIN[1],
            "DATABASE_URL": PG, "REDIS_URL": REDIS, "ACCESS_LOG": "false", "LOG_LEVEL": "WARNING"}
     stack = Stack(ports={name: free_port() for name in PORT_NAMES}, env=env, log_dir=work_dir / "log")

@@ -19,13 +19,10 @@ bench/billing.py, whose seeding and reporting this reuses.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import random
-import shutil
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -37,10 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import billing  # noqa: E402
-from bench.billing import HEADER, Recorder, ensure_seeded, loopback_only, pct, report_row, timed  # noqa: E402
-from bench.common import free_port, reachable  # noqa: E402
-from scripts.stack import PORT_NAMES, Stack  # noqa: E402
-from shared.settings import derive_database_url  # noqa: E402
+from bench.billing import HEADER, Recorder, pct, report_row, timed  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
 STATS_RATE = float(os.environ.get("BENCH_STATS_RATE", "40"))
@@ -153,41 +147,7 @@ def measure(api: str, scanning_url: str, billing_url: str, described: str) -> in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running system's gateway (loopback); its databases from DATABASE_URL")
-    args = parser.parse_args()
-    if not (reachable(5432) and reachable(6379)):
-        print("this benchmark needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379", file=sys.stderr)
-        return 2
-    if args.url:
-        loopback_only(args.url)
-        base = os.environ.get("DATABASE_URL")
-        if not base or not base.startswith(("postgresql", "postgres")):
-            print("--url needs DATABASE_URL (the running system's PostgreSQL base URL)", file=sys.stderr)
-            return 2
-        scanning_url, billing_url = (derive_database_url(base, name, ROOT / "var") for name in ("scanning", "billing"))
-        return measure(args.url.rstrip("/") + "/api/v1", scanning_url, billing_url, f"the running system at {args.url}")
-    work_dir = Path(tempfile.mkdtemp(prefix="bagtrack-bench-dashboard-"))
-    env = {"BAGTRACK_VAR_DIR": str(work_dir), "BAGTRACK_ADMIN_USERNAME": billing.ADMIN[0],
-           "BAGTRACK_ADMIN_PASSWORD": billing.ADMIN[1], "DATABASE_URL": billing.PG, "REDIS_URL": billing.REDIS,
-           "ACCESS_LOG": "false", "LOG_LEVEL": "WARNING"}
-    stack = Stack(ports={name: free_port() for name in PORT_NAMES}, env=env, log_dir=work_dir / "log")
-    scanning_url, billing_url = (derive_database_url(billing.PG, name, work_dir) for name in ("scanning", "billing"))
-    try:
-        stack.migrate()
-        seeded = ensure_seeded(scanning_url, billing_url)
-        stack.start()
-        stack.wait_ready(timeout=60)
-        code = measure(stack.url() + "/api/v1", scanning_url, billing_url,
-                       f"its own system, PostgreSQL {billing.PG.rsplit('/', 1)[1]}_* ({seeded}) + Redis {billing.REDIS}")
-        dead = stack.dead()
-        if dead:
-            print(f"processes that died: {dead}; logs in {work_dir / 'log'}")
-            return 1
-    finally:
-        stack.stop()
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return code
+    return billing.run_against_system(measure, description=__doc__.splitlines()[0], name="dashboard")
 
 
 if __name__ == "__main__":

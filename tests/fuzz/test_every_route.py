@@ -61,6 +61,10 @@ def requests_for(doc: dict, rng: random.Random):
         for method, op in methods.items():
             params = op.get("parameters", [])
             body_schema = (op.get("requestBody", {}).get("content", {}).get("application/json", {}) or {}).get("schema")
+            # An event stream opened with a caller's token never ends by itself (until the token expires): it is
+            # always sent with (hostile) query values, i.e. a ticket, which ends it at once; the stream itself is
+            # tested in tests/e2e/test_dashboard_live.py.
+            stream = "text/event-stream" in op.get("responses", {}).get("200", {}).get("content", {})
             for _ in range(CASES_PER_ROUTE):
                 url = path
                 query = {}
@@ -68,7 +72,7 @@ def requests_for(doc: dict, rng: random.Random):
                     value = rng.choice(HOSTILE)
                     if param["in"] == "path":
                         url = url.replace("{" + param["name"] + "}", _quoted(value) or "x")
-                    elif param["in"] == "query" and rng.random() < 0.7:
+                    elif param["in"] == "query" and (stream or rng.random() < 0.7):
                         query[param["name"]] = value
                 body = body_for(rng, body_schema, components) if body_schema else None
                 yield method.upper(), url, query, body
