@@ -14,6 +14,8 @@ from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from shared.migrate import upgrade
+
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -47,6 +49,24 @@ def require_redis() -> None:
 
 def pg_database_url(name: str) -> str:
     return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def seeded_pg_database(prefix: str, service: str, seed_sql: str) -> Iterator:
+    """For a module fixture (`yield from`): a fresh PostgreSQL database of `service`, migrated, loaded with
+    `seed_sql` and analysed, as an AUTOCOMMIT engine (plan checks); dropped afterwards."""
+    require_postgres()
+    drop_pg_databases(prefix)
+    url = pg_database_url(f"{prefix}_{service}")
+    upgrade(service, url)
+    engine = create_engine(url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(seed_sql))
+            conn.execute(text("VACUUM ANALYZE"))
+        yield engine
+    finally:
+        engine.dispose()
+        drop_pg_databases(prefix)
 
 
 def drop_pg_databases(prefix: str) -> None:

@@ -9,16 +9,15 @@ import time
 from datetime import datetime
 
 import pytest
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import text
 
 from services.billing import repository as repo
 from services.billing.models import BillEvent, BillParent
-from shared.migrate import upgrade
 from shared.timeutil import as_utc
 from tests.billing.conftest import BILLER_2, scanning_down, token_headers
 from tests.billing.test_scale import SEED
 from tests.scanning.test_scale import explain, plan_nodes, rows_touched
-from tests.support import db_session, drop_pg_databases, pg_database_url, require_postgres
+from tests.support import db_session, seeded_pg_database
 
 
 def events(api, **params):
@@ -170,20 +169,7 @@ def test_the_internal_routes_need_no_token_and_shadow_no_public_route(api):
 
 @pytest.fixture(scope="module")
 def plan_db():
-    require_postgres()
-    prefix = f"bt_test_billfeed_{os.getpid()}"
-    drop_pg_databases(prefix)
-    url = pg_database_url(f"{prefix}_billing")
-    upgrade("billing", url)
-    engine = create_engine(url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(SEED))
-            conn.execute(text("VACUUM ANALYZE"))
-        yield engine
-    finally:
-        engine.dispose()
-        drop_pg_databases(prefix)
+    yield from seeded_pg_database(f"bt_test_billfeed_{os.getpid()}", "billing", SEED)
 
 
 PLANS = [

@@ -12,12 +12,10 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, pool, text
 
 from services.billing import repository as repo
-from shared.migrate import upgrade
 from tests.scanning.test_scale import explain, plan_nodes, rows_touched
-from tests.support import drop_pg_databases, pg_database_url, require_postgres
+from tests.support import seeded_pg_database
 
 BILLS, PAGE = 50_000, 51
 BIG_TABLES = {"bills", "bill_parents", "bill_events"}
@@ -50,20 +48,7 @@ FROM generate_series(1, 150000) AS n;
 
 @pytest.fixture(scope="module")
 def billing_db():
-    require_postgres()
-    prefix = f"bt_test_billscale_{os.getpid()}"
-    drop_pg_databases(prefix)
-    url = pg_database_url(f"{prefix}_billing")
-    upgrade("billing", url)
-    engine = create_engine(url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(SEED))
-            conn.execute(text("VACUUM ANALYZE"))
-        yield engine
-    finally:
-        engine.dispose()
-        drop_pg_databases(prefix)
+    yield from seeded_pg_database(f"bt_test_billscale_{os.getpid()}", "billing", SEED)
 
 
 def queries():

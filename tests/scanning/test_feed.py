@@ -7,15 +7,14 @@ import os
 from datetime import datetime
 
 import pytest
-from sqlalchemy import create_engine, insert, pool, text
+from sqlalchemy import insert
 
 from services.scanning import repository as repo
 from services.scanning.models import Scan
-from shared.migrate import upgrade
 from shared.timeutil import as_utc
 from tests.scanning.conftest import ADMIN, AKOLA, JAIPUR, JAIPUR_2
 from tests.scanning.test_scale import compile_sql, explain, plan_nodes, rows_touched
-from tests.support import db_session, drop_pg_databases, pg_database_url, require_postgres
+from tests.support import db_session, seeded_pg_database
 
 
 def feed(api, **params):
@@ -208,20 +207,7 @@ UPDATE scans SET dispatch_area = 'lucknow' WHERE dispatch_area = 'akola' AND id 
 
 @pytest.fixture(scope="module")
 def plan_db():
-    require_postgres()
-    prefix = f"bt_test_feedplans_{os.getpid()}"
-    drop_pg_databases(prefix)
-    url = pg_database_url(f"{prefix}_scanning")
-    upgrade("scanning", url)
-    engine = create_engine(url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(SEED))
-            conn.execute(text("VACUUM ANALYZE"))
-        yield engine
-    finally:
-        engine.dispose()
-        drop_pg_databases(prefix)
+    yield from seeded_pg_database(f"bt_test_feedplans_{os.getpid()}", "scanning", SEED)
 
 
 LATE = SCANS - 500  # an after_id a follower holds: 500 scans ago
