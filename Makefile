@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fuzz venv tools migrate create-admin rotate-key bench seed seed-bills bench-scanning bench-billing bench-dashboard loadtest clean
+.PHONY: run up ps down restart test test-fuzz test-scale venv tools migrate create-admin rotate-key bench seed seed-bills bench-scanning bench-billing bench-dashboard loadtest clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -13,6 +13,20 @@ tools:
 
 run: venv
 	@$(PY) -m scripts.run
+
+# The scaled system: replicas of every tier behind a real nginx, on PostgreSQL + Redis (docs/scale-out.md).
+# make up [SCALE="scanning=3 billing=2"] · make ps · make restart SERVICE=scanning · make down
+up: venv tools
+	@$(PY) -m scripts.fleet up $(if $(SCALE),--scale "$(SCALE)")
+
+ps: venv
+	@$(PY) -m scripts.fleet ps
+
+down: venv
+	@$(PY) -m scripts.fleet down
+
+restart: venv
+	@$(PY) -m scripts.fleet restart $${SERVICE:?usage: make restart SERVICE=<auth|scanning|billing|dashboard|gateway>}
 
 # The whole suite: every database test runs on SQLite and on PostgreSQL (127.0.0.1:5432), with Redis.
 test: venv tools

@@ -16,17 +16,17 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
+from shared.drain import DrainingServer
 from shared.errors import PROBLEM_JSON, problem_body
 from shared.metrics import OPEN_CONNECTIONS, REFUSED_CONNECTIONS
+from shared.serve import TIMEOUT_GRACEFUL_SHUTDOWN, TIMEOUT_KEEP_ALIVE
 
 _CONTENT_TYPE = b"content-type: " + PROBLEM_JSON.encode() + b"\r\n"
 # How long a refused connection stays half-open after its answer, reading and dropping what the client still sends:
 # closing a socket with unread input resets the connection, and the reset can destroy the answer before it is read.
 LINGER = 1.0
-# Above the idle timeouts of the gateway's clients (nginx upstream keepalive 60 s), so none reuses a connection the
-# gateway is closing; the same values the services get on uvicorn's command line (scripts/stack.py).
-TIMEOUT_KEEP_ALIVE = 75
-TIMEOUT_GRACEFUL_SHUTDOWN = 5
+# TIMEOUT_KEEP_ALIVE is above the idle timeouts of the gateway's clients (nginx upstream keepalive 60 s), so none
+# reuses a connection the gateway is closing; the same values the services run with (shared/serve.py).
 
 
 @dataclass
@@ -167,7 +167,7 @@ def serve(host: str, port: int, settings: GatewaySettings | None = None) -> None
     public, ops = listen(host, port), listen(settings.ops_host, settings.ops_port)
     # The app tells the ports apart by the request's local port (scope["server"]): the one actually bound.
     settings = settings.model_copy(update={"ops_port": ops.getsockname()[1]})
-    uvicorn.Server(gateway_config(settings, host, public.getsockname()[1])).run(sockets=[public, ops])
+    DrainingServer(gateway_config(settings, host, public.getsockname()[1])).run(sockets=[public, ops])
 
 
 def gateway_config(settings: GatewaySettings, host: str, port: int) -> GatewayConfig:

@@ -68,13 +68,9 @@ class Stack:
         env = self.process_env()
         for name in names:
             if name == "gateway":
-                cmd = ["-m", "gateway", "--host", self.host, "--port", str(self.ports["gateway"]),
-                       "--ops-host", self.host, "--ops-port", str(self.ports["gateway_ops"])]
+                cmd = gateway_command(self.host, self.ports["gateway"], self.ports["gateway_ops"])
             else:
-                cmd = ["-m", "uvicorn", "--factory", f"services.{name}.app:create_app", "--host", self.host,
-                       "--port", str(self.ports[name]), "--loop", "uvloop", "--http", "httptools",
-                       "--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "5",
-                       "--timeout-keep-alive", "75"]
+                cmd = service_command(name, self.host, self.ports[name])
             log = open(self.log_dir / f"{name}.log", "ab")
             self.procs[name] = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=log,
                                                 stderr=subprocess.STDOUT)
@@ -128,6 +124,16 @@ class Stack:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+
+def service_command(name: str, host: str, port: int) -> list[str]:
+    """A service process's arguments to the interpreter (shared/serve.py: uvicorn that drains on SIGTERM)."""
+    return ["-m", "shared.serve", f"services.{name}.app:create_app", "--host", host, "--port", str(port)]
+
+
+def gateway_command(host: str, port: int, ops_port: int) -> list[str]:
+    """The gateway's: its public port and its ops port (/ready, /metrics)."""
+    return ["-m", "gateway", "--host", host, "--port", str(port), "--ops-host", host, "--ops-port", str(ops_port)]
 
 
 def default_ports() -> dict[str, int]:

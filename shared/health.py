@@ -7,6 +7,7 @@ from typing import Awaitable, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from shared.drain import draining
 from shared.metrics import metrics_response
 
 router = APIRouter(tags=["ops"])
@@ -70,7 +71,9 @@ async def _run_check(ping: Callable[[], Awaitable[None]], timeout: float) -> str
 
 @router.get("/ready", include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: 503 with Retry-After when the process should get no traffic."""
+    """Readiness: 503 with Retry-After when the process should get no traffic (draining included)."""
+    if draining():
+        return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "2"})
     ok, body = await request.app.state.readiness(request)
     return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "2"})
 

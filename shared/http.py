@@ -82,6 +82,7 @@ class ResilientClient:
                                               log.warning("breaker %s: %s -> %s", name, old, new)),
         )
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, name: str, base_url: str, settings) -> "ResilientClient":
@@ -101,11 +102,21 @@ class ResilientClient:
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
                                                   cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
                                                   skip_auto_headers=("User-Agent",))
+            # Writes that may not be repeated go on a connection of their own, opened for them: a kept-alive
+            # connection can be closed by the other side just as a request is sent on it (nginx closes its idle
+            # connections when it reloads, a process when it drains), and such a write could only fail, never be
+            # sent again. A new connection is ~0.1 ms on loopback; safe calls and keyed writes keep the pool
+            # (they are retried instead).
+            self._fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.max_connections,
+                                                                               force_close=True),
+                                                timeout=self.timeout, cookie_jar=aiohttp.DummyCookieJar(),
+                                                auto_decompress=False, skip_auto_headers=("User-Agent",))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
+        self._session = self._fresh = None
 
     @asynccontextmanager
     async def stream(
@@ -129,6 +140,7 @@ class ResilientClient:
             await self.start()
         may_retry = (method in SAFE_METHODS) if retry is None else retry
         attempts = 1 + (self.retries if may_retry else 0)
+        session = self._session if may_retry else self._fresh
         url = self.base_url + path
         outgoing = dict(headers or {})
         request_id = request_id_var.get()
@@ -147,7 +159,7 @@ class ResilientClient:
                     raise UpstreamUnavailable(f"{self.name} is unavailable (circuit open)", upstream=self.name,
                                               retry_after=max(1, round(exc.retry_after))) from None
                 try:
-                    response = await self._session.request(method, url, headers=outgoing, params=params, data=data,
+                    response = await session.request(method, url, headers=outgoing, params=params, data=data,
                                                            allow_redirects=False, timeout=budget)
                 except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
                     self.breaker.record_failure()

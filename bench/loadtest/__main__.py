@@ -24,6 +24,7 @@ import socket
 import sys
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -46,6 +47,20 @@ def loopback_only(url: str) -> None:
         raise SystemExit(f"loadtest: cannot resolve {host!r}: {exc}") from exc
     if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
         raise SystemExit(f"loadtest: refusing {url}: load runs only against loopback addresses")
+
+
+def system_pids(url: str) -> dict[str, int]:
+    """The system's processes by name: a `make up` fleet's recorded replicas and nginx (its workers too), named
+    "<tier>:<pid>" so each tier's replicas are summed; else the `make run` processes found by their ports."""
+    from scripts.fleet import STATE_DIR, Fleet, children
+
+    fleet = Fleet.load(Path(os.environ.get("BAGTRACK_FLEET_DIR", STATE_DIR)))
+    if fleet is not None and fleet.layout.edge == (urlsplit(url).port or 80) and any(p.alive() for p in fleet.procs):
+        pids = {f"{p.tier}:{p.pid}": p.pid for p in fleet.procs if p.alive()}
+        for nginx in (p for p in fleet.procs if p.tier == "nginx" and p.alive()):
+            pids.update({f"nginx:{pid}": pid for pid in children(nginx.pid)})
+        return pids
+    return listening_pids(process_ports(url))
 
 
 def process_ports(url: str) -> dict[str, int]:
@@ -109,7 +124,7 @@ def user_kinds(args: argparse.Namespace, dispatchers, lookups, billers) -> list[
 
 async def measure(args, api, accounts, dispatchers, lookups, billers, rng) -> str:
     stats, shared = Stats(), Shared(logins=accounts.logins)
-    cpu = CpuMeter(listening_pids(process_ports(args.url)))
+    cpu = CpuMeter(system_pids(args.url))
     start = time.monotonic()
     stop_at = start + args.ramp + args.duration
     users = []
@@ -135,7 +150,9 @@ async def measure(args, api, accounts, dispatchers, lookups, billers, rng) -> st
         task.cancel()
     for user in users:
         user.wire.close()
-    return render(stats, cpu, users=args.users)
+    body, verdict = render(stats, cpu, users=args.users).rsplit("\n", 1)
+    return (f"{body}\nresent once on a new connection (the server had closed the kept-alive one, nothing read): "
+            f"{Wire.resent}\n{verdict}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -198,8 +198,11 @@ def render(stats: Stats, cpu: CpuMeter, *, users: int) -> str:
         per_scan = used["scanning"] / scans * 1000 if scans else float("nan")
         lines.append(f"scanning cpu: {per_request:.2f} ms per scanning request; {per_scan:.2f} ms per child scan "
                      f"if all of it is charged to the {scans} child scans")
-    memory = {name: rss_mb(pid) for name, pid in cpu.pids.items()}
-    lines.append("rss MB: " + ", ".join(f"{n} {m:.0f}" for n, m in sorted(memory.items()) if m is not None))
+    memory: dict[str, float] = {}
+    for name, pid in cpu.pids.items():  # a fleet's replicas ("scanning:<pid>") summed per tier
+        if (rss := rss_mb(pid)) is not None:
+            memory[name.split(":")[0]] = memory.get(name.split(":")[0], 0.0) + rss
+    lines.append("rss MB: " + ", ".join(f"{n} {m:.0f}" for n, m in sorted(memory.items())))
 
     total, failed = stats.counts()
     everything = stats.all_latencies()

@@ -17,7 +17,15 @@ class ConnectionClosed(Exception):
 
 
 class Wire:
-    """One user's connection to the system under test; reconnects after any failure."""
+    """One user's connection to the system under test; reconnects after any failure.
+
+    Like a browser (and RFC 9112 §9.3.1), a request that finds its kept-alive connection closed by the server
+    before a single byte of the answer arrived is sent again, once, on a new connection: nginx closes idle
+    connections when it reloads (a rolling restart), and the request never reached anything. `resent` counts
+    them for the report.
+    """
+
+    resent = 0  # over all users of this process
 
     def __init__(self, base_url: str, timeout: float) -> None:
         parts = urlsplit(base_url)
@@ -27,6 +35,7 @@ class Wire:
         self._host_header = f"{self.host}:{self.port}".encode()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._served = 0  # answers read on the current connection
 
     async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
                       body: dict | None = None, params: dict | None = None) -> tuple[int, bytes]:
@@ -39,12 +48,25 @@ class Wire:
             head.append(b"Content-Type: application/json")
         for name, value in (headers or {}).items():
             head.append(f"{name}: {value}".encode())
+        message = b"\r\n".join(head) + b"\r\n\r\n" + payload
         try:
             async with asyncio.timeout(self.timeout):
-                if self._writer is None:
-                    self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-                self._writer.write(b"\r\n".join(head) + b"\r\n\r\n" + payload)
-                return await self._answer()
+                for attempt in (1, 2):
+                    if self._writer is None:
+                        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                    reused = self._served > 0
+                    try:
+                        self._writer.write(message)
+                        answer = await self._answer()
+                    except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+                        nothing_read = not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial
+                        if not (reused and nothing_read and attempt == 1):
+                            raise
+                        self.close()
+                        Wire.resent += 1
+                        continue
+                    self._served += 1
+                    return answer
         except BaseException:
             self.close()  # an answer half read, or none: this connection cannot carry the next request
             raise
@@ -78,3 +100,4 @@ class Wire:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+        self._served = 0

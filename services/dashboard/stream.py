@@ -36,6 +36,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from services.dashboard import keys
 from services.dashboard.clients import get_json, source_client
 from services.dashboard.service import sees_all_areas
+from shared import drain
 from shared.resp import RedisError, ReplyError, RespClient
 from shared.security import Principal
 
@@ -270,6 +271,7 @@ class Subscriber:
     principal: Principal
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=256))
     overflowed: bool = False
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # the replica drains: end with a retry hint
 
 
 class Hub:
@@ -279,12 +281,22 @@ class Hub:
         self.bus = bus
         self.block = block
         self.subscribers: set[Subscriber] = set()
+        self.closing = False
         self._after: EventId | None = None
 
     def subscribe(self, principal: Principal) -> Subscriber:
         subscriber = Subscriber(principal)
+        if self.closing:
+            subscriber.closing.set()
         self.subscribers.add(subscriber)
         return subscriber
+
+    def close_all(self) -> None:
+        """The replica is draining (shared.drain): every stream, open or opening, ends with a hint to reconnect
+        (to another replica, through the balancer), resuming by Last-Event-ID."""
+        self.closing = True
+        for subscriber in list(self.subscribers):
+            subscriber.closing.set()
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
@@ -355,10 +367,14 @@ async def event_stream(*, hub: Hub, principal: Principal, expires: float, last_e
                 return
             if subscriber.overflowed:
                 return
+            if subscriber.closing.is_set():
+                yield f"retry: {retry_ms}\n\n".encode() + sse("reconnect", {"detail": "this replica is restarting: "
+                                                                            "reconnect with Last-Event-ID"})
+                return
             try:
-                event_id, event = await asyncio.wait_for(subscriber.queue.get(), min(heartbeat, remaining))
+                event_id, event = await _next_event(subscriber, min(heartbeat, remaining))
             except TimeoutError:
-                if time.time() < expires:
+                if time.time() < expires and not subscriber.closing.is_set():
                     yield b": keep-alive\n\n"
                 continue
             if event_id <= sent:
@@ -376,6 +392,23 @@ async def event_stream(*, hub: Hub, principal: Principal, expires: float, last_e
             sent = event_id
     finally:
         hub.unsubscribe(subscriber)
+
+
+async def _next_event(subscriber: Subscriber, timeout: float) -> tuple[EventId, Event]:
+    """The subscriber's next event within `timeout` (TimeoutError otherwise, or as soon as it is closing)."""
+    if not subscriber.queue.empty():
+        return subscriber.queue.get_nowait()
+    getting = asyncio.ensure_future(subscriber.queue.get())
+    closing = asyncio.ensure_future(subscriber.closing.wait())
+    try:
+        done, _ = await asyncio.wait((getting, closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closing.cancel()
+        if not getting.done():
+            getting.cancel()
+    if getting in done:
+        return getting.result()
+    raise TimeoutError
 
 
 # --- the poller ----------------------------------------------------------------------------------------------
@@ -543,10 +576,13 @@ async def build_stream(app) -> None:
 
 
 async def run_hub(app) -> None:
-    """Job: this replica's one reader of the bus (runs until shutdown)."""
+    """Job: this replica's one reader of the bus (runs until shutdown); a drain (SIGTERM) ends the streams."""
+    hub = app.state.stream.hub
+    forget = drain.on_drain(hub.close_all)
     try:
-        await app.state.stream.hub.run()
+        await hub.run()
     finally:
+        forget()
         await app.state.stream.bus.aclose()
 
 
