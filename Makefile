@@ -32,6 +32,11 @@ restart: venv
 test: venv tools
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
+# The scale tests' long form: every tier restarted and a replica killed under heavier load (the smoke of the same
+# runs in `make test`).
+test-scale: venv tools
+	@BAGTRACK_SCALE_LONG=1 $(PY) -m pytest tests/scale -q $(PYTEST_ARGS)
+
 # Both fuzzers, long: the in-process route fuzz (400 hostile requests per route and role) and schemathesis through
 # the real gateway as each role (200 examples per operation): about 12-15 minutes.
 test-fuzz: venv tools

@@ -122,7 +122,7 @@ class Proxy:
 
         target = upstream_target(scope, path)
         # A write that carries an idempotency key may be retried safely when the connection fails.
-        retry = True if "idempotency-key" in forward else None
+        retry = True if "idempotency-key" in forward or carries_key(body, route.body_key) else None
         timeout = self.stream_read_timeout if route.stream else None
         try:
             async with clients[route.upstream].stream(method, target, headers=forward, data=body,
@@ -160,6 +160,18 @@ class Proxy:
         # Close the connection: the unread rest of the body must not be parsed as the next request.
         await send_problem(send, 413, f"request body exceeds {self.max_body_bytes} bytes",
                            slug="payload-too-large", headers=_CLOSE)
+
+
+def carries_key(body: bytes | None, field: str | None) -> bool:
+    """Whether a JSON body names a non-empty idempotency key `field` (gateway.routes.BODY_KEYS). Parsed only when
+    the name appears at all; anything unparsable is "no key" (the service answers it 422)."""
+    if not body or field is None or field.encode() not in body:
+        return False
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and isinstance(value.get(field), str) and bool(value[field])
 
 
 def upstream_headers(scope) -> tuple[dict[str, str], bytes | None, bool]:

@@ -79,6 +79,11 @@ PUBLIC_API: tuple[tuple[str, str, bool], ...] = (
 # above the stream's heartbeat) instead of the upstream timeout, which bounds the wait for each chunk.
 STREAMS = frozenset({("GET", "/dashboard/stream")})
 
+# Writes whose body may carry their own idempotency key (SPEC: every scan write accepts a client `scan_id`): one
+# that does is as safe to send again as one with an Idempotency-Key header, so the gateway retries it when the
+# connection fails (shared/http.py), and it keeps its pooled connection.
+BODY_KEYS = {("POST", "/scans/parent"): "scan_id", ("POST", "/scans/child"): "scan_id"}
+
 # (method, service-side path) reachable without an access token.
 PUBLIC_ROUTES = frozenset((method, path) for method, path, token in PUBLIC_API if not token)
 
@@ -91,11 +96,13 @@ class Route:
     template: str
     public: bool = False
     stream: bool = False
+    body_key: str | None = None  # BODY_KEYS
 
 
 def _route(method: str, template: str, token: bool) -> Route:
     area = template.split("/")[1]
-    return Route(AREAS[area], API_PREFIX + template, public=not token, stream=(method, template) in STREAMS)
+    return Route(AREAS[area], API_PREFIX + template, public=not token, stream=(method, template) in STREAMS,
+                 body_key=BODY_KEYS.get((method, template)))
 
 
 # Built once: resolving a request allocates little (one split for a templated path).

@@ -301,8 +301,12 @@ class Fleet:
         env = {**os.environ, **self.env}
         env.setdefault("PYTHONPATH", str(ROOT))
         env.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")  # as scripts/stack.py (auth's argon2 buffers)
+        direct = self.env.get("BAGTRACK_FLEET_INTERNAL") == "direct"
         for service in SERVICES:
-            env[f"{service.upper()}_URL"] = self.layout.internal_url(service)
+            # "direct" (one replica per service only): callers reach the replica itself, not the internal nginx;
+            # kept to measure what the internal hop costs (docs/scale-out.md), not for running.
+            env[f"{service.upper()}_URL"] = (f"http://{HOST}:{self.layout.slot(service, 0)}" if direct
+                                             else self.layout.internal_url(service))
         return env
 
     # -- nginx
@@ -551,6 +555,10 @@ def plan(scale: dict[str, int], environ: dict[str, str], layout: Layout, state_d
     for service in SERVICES:
         env[f"{service.upper()}_DB_POOL_SIZE"] = str(budget.pool)
         env[f"{service.upper()}_DB_MAX_OVERFLOW"] = "0"
+    if environ.get("BAGTRACK_FLEET_INTERNAL") == "direct":
+        if any(scale[s] != 1 for s in SERVICES):
+            raise FleetError("BAGTRACK_FLEET_INTERNAL=direct needs one replica per service (there is no balancer)")
+        env["BAGTRACK_FLEET_INTERNAL"] = "direct"
     # nginx on loopback is the gateway's one trusted proxy: it overwrites X-Forwarded-For with the real peer.
     env.setdefault("GATEWAY_TRUSTED_PROXIES", HOST)
     return Fleet(layout=layout, scale=scale, env=env, budget={**asdict(budget), "text": budget.describe()},
