@@ -177,6 +177,14 @@ class ResilientClient:
                     # and close a half-open breaker on a call that never finished.
                     self.breaker.record_cancelled()
                     raise
+                if response.status == 502 and attempt + 1 < attempts:
+                    # No bagtrack service answers 502 itself: it is a balancer in between (nginx) whose replica
+                    # broke the connection mid-request. nginx passes a safe request on to the next replica by
+                    # itself but never a POST; a keyed write is safe to send again, so it is, once.
+                    self.breaker.record_failure()
+                    response.release()
+                    log.info("retrying %s %s after a 502 from the balancer", method, url)
+                    continue
                 if response.status in SICK_STATUSES and DEPENDENCY_FAILURE_HEADER not in response.headers:
                     self.breaker.record_failure()
                 else:

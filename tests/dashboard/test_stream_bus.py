@@ -270,3 +270,32 @@ def test_the_poller_publishes_new_items_once_from_where_it_left_off():
         assert published == [2, 4, 3]
         assert calls[0] is None and all(after == 0 for after in calls[1:])  # the window reaches back `lookback`
     run(main())
+
+
+def test_a_draining_replica_ends_every_stream_with_a_retry_hint():
+    """Hub.close_all (run by shared.drain on SIGTERM): open streams get `retry:` and a `reconnect` event and end;
+    one opened while draining ends at once, after its snapshot."""
+    async def render(_principal) -> dict:
+        return {"parts": {}}
+
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        hub = Hub(MemoryBus(10))
+        who = Principal(1, "d", "dispatcher", "jaipur")
+
+        async def read() -> list[bytes]:
+            return [chunk async for chunk in event_stream(hub=hub, principal=who, expires=time.time() + 60,
+                                                          last_event_id=None, render_stats=render, heartbeat=5,
+                                                          retry_ms=1500)]
+
+        open_one = asyncio.create_task(read())
+        await asyncio.sleep(0.05)
+        hub.close_all()
+        first = await asyncio.wait_for(open_one, 2)
+        late = await asyncio.wait_for(read(), 2)
+        return first, late
+
+    for chunks in asyncio.run(main()):
+        text = b"".join(chunks).decode()
+        assert text.startswith("retry: 1500") and "event: stats" in text
+        assert text.rstrip().endswith("}") and "event: reconnect" in text.split("event: stats")[1]
+        assert "retry: 1500" in text.split("event: stats")[1]

@@ -154,3 +154,23 @@ def test_response_is_streamed_not_buffered(client, auth, fake_upstream):
         httpx.post(fake_upstream.url + "/control/release")
         assert b"".join(chunks) == b"second chunk\n"
 
+
+
+@pytest.mark.parametrize("body, field, keyed", [
+    (b'{"qr_id": "SB00001", "scan_id": "a1b2"}', "scan_id", True),
+    (b'{"qr_id": "SB00001"}', "scan_id", False),
+    (b'{"qr_id": "SB00001", "scan_id": null}', "scan_id", False),
+    (b'{"qr_id": "SB00001", "scan_id": ""}', "scan_id", False),
+    (b'{"qr_id": "scan_id"}', "scan_id", False),  # the name as a value is not a key
+    (b'{"scan_id": "a1b2"', "scan_id", False),  # unparsable: the service answers it 422
+    (b'["scan_id"]', "scan_id", False),
+    (b'{"scan_id": "a1b2"}', None, False),  # a route without a body key
+    (None, "scan_id", False),
+])
+def test_a_scan_carrying_its_scan_id_counts_as_keyed(body, field, keyed):
+    from gateway.proxy import carries_key
+    from gateway.routes import resolve
+
+    assert carries_key(body, field) is keyed
+    assert resolve("POST", "/scans/child").body_key == "scan_id"
+    assert resolve("POST", "/bills").body_key is None

@@ -229,3 +229,67 @@ def test_failures_raised_here_name_the_upstream_for_the_next_caller():
             assert caught.value.headers["X-Dependency-Failure"] == "up" and caught.value.headers["Retry-After"]
 
     asyncio.run(scenario())
+
+
+def test_a_502_from_the_balancer_is_retried_for_safe_calls_and_keyed_writes_only():
+    """nginx answers 502 when the replica it picked broke the connection mid-request; it never passes a POST on."""
+    calls = []
+
+    async def flaky(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        if len(calls) % 2 == 1:
+            return web.json_response({"detail": "upstream prematurely closed connection"}, status=502)
+        return web.json_response({"ok": True})
+
+    async def main() -> None:
+        app = web.Application()
+        app.add_routes([web.get("/x", flaky), web.post("/x", flaky)])
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        await web.SockSite(runner, sock).start()
+        try:
+            async with client_for(f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
+                assert (await client.request("GET", "/x")).status == 200
+                assert (await client.request("POST", "/x", json={}, retry=True)).status == 200
+                assert len(calls) == 4
+                assert (await client.request("POST", "/x", json={})).status == 502  # unkeyed: it may have landed
+                assert len(calls) == 5
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_unkeyed_writes_never_ride_a_kept_alive_connection():
+    """A connection the other side closes as a write is sent on it could only fail: such writes get their own."""
+    peers = []
+
+    async def peer(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername")[1])
+        return web.json_response({})
+
+    async def main() -> None:
+        app = web.Application()
+        app.add_routes([web.get("/p", peer), web.post("/p", peer)])
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        await web.SockSite(runner, sock).start()
+        try:
+            async with client_for(f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
+                for _ in range(3):
+                    await client.request("GET", "/p")
+                for _ in range(3):
+                    await client.request("POST", "/p", json={}, retry=True)
+                reused = set(peers)
+                for _ in range(3):
+                    await client.request("POST", "/p", json={})
+        finally:
+            await runner.cleanup()
+        assert len(reused) == 1  # safe calls and keyed writes share one kept-alive connection
+        assert len(set(peers[6:])) == 3 and not set(peers[6:]) & reused
+
+    asyncio.run(main())

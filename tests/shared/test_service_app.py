@@ -93,3 +93,24 @@ def test_log_lines_are_json_with_the_request_id():
     finally:
         request_id_var.reset(token)
     assert line["msg"] == "scanned SB00001" and line["request_id"] == "req-77" and line["service"] == "scanning"
+
+
+def test_readiness_answers_draining_once_a_stop_began(client):
+    """shared.drain: SIGTERM (DrainingServer.shutdown) flips readiness before uvicorn waits for what is in flight,
+    so a balancer that still probes stops sending; hooks run once."""
+    from shared import drain
+
+    ran = []
+    forget = drain.on_drain(lambda: ran.append(1))
+    try:
+        assert client.get("/ready").status_code == 200
+        drain.begin()
+        drain.begin()
+        response = client.get("/ready")
+        assert response.status_code == 503 and response.json() == {"status": "draining"}
+        assert response.headers["retry-after"] == "2"
+        assert client.get("/health").status_code == 200  # liveness: the process is fine, just leaving
+        assert ran == [1]
+    finally:
+        forget()
+        drain.reset()
