@@ -68,6 +68,7 @@ class ResilientClient:
         max_connections: int = 200,
         breaker: dict | None = None,
         retries: int = 1,
+        max_age: float = 0.0,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -83,25 +84,26 @@ class ResilientClient:
         )
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None
+        # Connection age (UPSTREAM_CONNECTION_MAX_AGE; 0: off): behind a per-connection balancer (a Kubernetes
+        # Service) kept-alive connections pin a caller to the replicas it first reached, and a new replica would
+        # see none of its traffic. Every max_age seconds the pool is replaced by a new one (new connections,
+        # balanced afresh); the old one is closed once the requests it carries are done.
+        self.max_age = max_age
+        self._born = 0.0
+        self._in_flight: dict[aiohttp.ClientSession, int] = {}
+        self._retired: set[aiohttp.ClientSession] = set()
+        self._closing: set[asyncio.Task] = set()
 
     @classmethod
     def from_settings(cls, name: str, base_url: str, settings) -> "ResilientClient":
         """The client to `name` that a process's settings describe (timeouts, pool size, breaker)."""
         return cls(name, base_url, service=settings.service_name, timeout=settings.upstream_timeout,
                    connect_timeout=settings.connect_timeout, max_connections=settings.max_connections,
-                   breaker=settings.breaker_options())
+                   breaker=settings.breaker_options(), max_age=settings.upstream_connection_max_age)
 
     async def start(self) -> None:
         if self._session is None:
-            # Idle connections are dropped after 15 s, well before the servers' 75 s keep-alive, so we never
-            # reuse a connection the server is closing (a spurious 503 on a POST).
-            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
-                                             ttl_dns_cache=300, keepalive_timeout=15)
-            # No cookie jar: one session carries every caller's requests, so a Set-Cookie from an upstream
-            # must never ride along on somebody else's next request (and jar bookkeeping costs per request).
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
-                                                  cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-                                                  skip_auto_headers=("User-Agent",))
+            self._session, self._born = self._pooled(), time.monotonic()
             # Writes that may not be repeated go on a connection of their own, opened for them: a kept-alive
             # connection can be closed by the other side just as a request is sent on it (nginx closes its idle
             # connections when it reloads, a process when it drains), and such a write could only fail, never be
@@ -112,11 +114,42 @@ class ResilientClient:
                                                 timeout=self.timeout, cookie_jar=aiohttp.DummyCookieJar(),
                                                 auto_decompress=False, skip_auto_headers=("User-Agent",))
 
+    def _pooled(self) -> aiohttp.ClientSession:
+        # Idle connections are dropped after 15 s, well before the servers' 75 s keep-alive, so we never reuse a
+        # connection the server is closing. The DNS cache is as long as a pool may live (a Kubernetes Service
+        # name is one stable address; compose callers go through the internal nginx).
+        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
+                                         ttl_dns_cache=300, keepalive_timeout=15)
+        # No cookie jar: one session carries every caller's requests, so a Set-Cookie from an upstream must never
+        # ride along on somebody else's next request (and jar bookkeeping costs per request).
+        return aiohttp.ClientSession(connector=connector, timeout=self.timeout, cookie_jar=aiohttp.DummyCookieJar(),
+                                     auto_decompress=False, skip_auto_headers=("User-Agent",))
+
+    def _recycle(self) -> None:
+        old, self._session, self._born = self._session, self._pooled(), time.monotonic()
+        if old is not None:
+            self._retired.add(old)
+            self._release(old, 0)
+
+    def _release(self, session: aiohttp.ClientSession, done: int = 1) -> None:
+        left = self._in_flight.get(session, 0) - done
+        self._in_flight[session] = left
+        if left <= 0 and session in self._retired:
+            self._retired.discard(session)
+            del self._in_flight[session]
+            task = asyncio.get_running_loop().create_task(session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
-        for session in (self._session, self._fresh):
+        for session in (self._session, self._fresh, *self._retired):
             if session is not None:
                 await session.close()
+        for task in list(self._closing):
+            await task
         self._session = self._fresh = None
+        self._retired.clear()
+        self._in_flight.clear()
 
     @asynccontextmanager
     async def stream(
@@ -140,7 +173,10 @@ class ResilientClient:
             await self.start()
         may_retry = (method in SAFE_METHODS) if retry is None else retry
         attempts = 1 + (self.retries if may_retry else 0)
+        if may_retry and self.max_age and time.monotonic() - self._born > self.max_age:
+            self._recycle()
         session = self._session if may_retry else self._fresh
+        self._in_flight[session] = self._in_flight.get(session, 0) + 1
         url = self.base_url + path
         outgoing = dict(headers or {})
         request_id = request_id_var.get()
@@ -196,6 +232,7 @@ class ResilientClient:
                     response.release()
                 return
         finally:
+            self._release(session)
             UPSTREAM_LATENCY.labels(self.service, self.name, outcome).observe(time.perf_counter() - start)
 
     async def request(self, method: str, path: str, *, json: Any = None, **kwargs: Any) -> UpstreamResponse:

@@ -49,6 +49,10 @@ class CommonSettings(BaseSettings):
     upstream_timeout: float = Field(5.0, gt=0, le=120, validation_alias=_env("UPSTREAM_TIMEOUT"))
     # Every client to another service (shared.http.ResilientClient): connect budget, pool, breaker.
     connect_timeout: float = Field(1.0, gt=0, le=30)
+    # Replace the pool of kept-alive connections to each upstream this often (shared.http; 0: never), so a
+    # per-connection balancer (a Kubernetes Service) spreads them over new replicas. deploy/k8s sets 10 s.
+    upstream_connection_max_age: float = Field(0.0, ge=0, le=3600,
+                                               validation_alias=_env("UPSTREAM_CONNECTION_MAX_AGE"))
     max_connections: int = Field(200, ge=1, le=10_000)  # per upstream
     # The breaker (shared.breaker): opens when >= breaker_failure_rate of >= breaker_min_calls calls in the last
     # breaker_window seconds failed; after breaker_reset_timeout s, breaker_probes trial calls decide.

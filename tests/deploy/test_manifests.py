@@ -16,6 +16,7 @@ import pytest
 from gateway.config import GatewaySettings
 from gateway.server import TIMEOUT_KEEP_ALIVE, GatewayProtocol, gateway_config
 from shared.proxies import parse_trusted
+from shared.serve import config as serve_config
 from shared.topology import GATEWAY_OPS_PORT, SERVICES
 import yaml
 
@@ -24,9 +25,12 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "docker-compose.yml"
 NGINX_CONF = DEPLOY / "nginx" / "nginx.conf"
+INTERNAL_CONF = DEPLOY / "nginx" / "internal.conf"
+LOCAL_TEMPLATE = DEPLOY / "nginx" / "local.conf.template"
 K8S_VERSION = "1.32.0"  # kubernetes-validate ships its schemas
 BUDGET = 80  # of PostgreSQL's default max_connections = 100
 PORTS = {"auth": 8001, "scanning": 8002, "billing": 8003, "dashboard": 8004, "gateway": 8080}
+SERVE = ["python", "-m", "shared.serve"]  # a service's entry point (uvicorn that drains on SIGTERM)
 GATEWAY_COMMAND = ["python", "-m", "gateway", "--host", "0.0.0.0", "--port", "8080",
                    "--ops-host", "0.0.0.0", "--ops-port", str(GATEWAY_OPS_PORT)]
 DB_SERVICES = SERVICES
@@ -95,7 +99,8 @@ def test_compose_topology():
         if name == "gateway":
             assert svc["command"] == GATEWAY_COMMAND
         else:
-            assert svc["command"][:3] == ["uvicorn", "--factory", f"services.{name}.app:create_app"]
+            assert svc["command"] == [*SERVE, f"services.{name}.app:create_app", "--host", "0.0.0.0", "--port",
+                                      str(port)], name
     published = [p for svc in services.values() for p in svc.get("ports", [])]
     assert not any(str(GATEWAY_OPS_PORT) in str(p) for p in published), "the gateway's ops port must stay unpublished"
     for name in DB_SERVICES:
@@ -258,17 +263,21 @@ def test_wait_for_migrations_script(tmp_path: Path):
 
 # --- nginx ------------------------------------------------------------------------------------------
 
-def test_nginx_config(tmp_path: Path):
+@pytest.mark.parametrize("path", [NGINX_CONF, INTERNAL_CONF], ids=lambda p: p.name)
+def test_nginx_config(tmp_path: Path, path: Path):
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None)
     if not nginx:
-        message = "nginx not installed: deploy/nginx/nginx.conf not checked with `nginx -t` (apt-get install nginx)"
+        message = f"nginx not installed: deploy/nginx/{path.name} not checked with `nginx -t` (apt-get install nginx)"
         if IN_CI:
             pytest.fail(message + "; CI=true requires it")
         pytest.skip(message)
-    text = NGINX_CONF.read_text()
+    text = path.read_text()
     # Compose service names do not resolve here; nginx -t resolves upstream hosts, so point them at 127.0.0.1.
-    local, count = re.subn(r"(\bserver\s+)[A-Za-z][\w.-]*(:\d+)", r"\g<1>127.0.0.1\2", text)
+    # Debian's nginx (1.22) predates `resolve` on upstream servers (1.27.3, the image's): dropped for the check, with
+    # the resolver it needs.
+    local, count = re.subn(r"(\bserver\s+)[A-Za-z][\w.-]*(:\d+)( resolve)?", r"\g<1>127.0.0.1\2", text)
     assert count >= 1, "no upstream server found to rewrite"
+    local = re.sub(r"^\s*resolver .*;$", "", local, flags=re.M)
     conf = tmp_path / "nginx.conf"
     conf.write_text(local)
     result = run([nginx, "-t", "-q", "-e", "stderr", "-p", str(tmp_path), "-c", str(conf)])
@@ -286,9 +295,50 @@ def test_nginx_edge_settings():
     # nginx must close idle upstream connections before the gateway does (else: spurious 502s).
     nginx_idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
     assert nginx_idle < TIMEOUT_KEEP_ALIVE
-    # Readiness and metrics never at the edge (the gateway answers them only on its unpublished ops port).
-    for path in ("/ready", "/metrics"):
-        assert re.search(r"location = %s \{\s*return 404;" % path, text), path
+    # Re-resolved, so a changed gateway count is seen without restarting nginx.
+    assert re.search(r"server gateway:8080 resolve", upstream) and "resolver 127.0.0.11 valid=5s" in text
+
+
+def locations(text: str) -> set[str]:
+    return set(re.findall(r"^\s*location\s+([^{]+?)\s*\{", text, re.M))
+
+
+def test_the_edges_expose_the_same_public_routes_and_nothing_else():
+    """compose's edge, the local one (`make up`) and the Kubernetes Ingress: the API, /health, the docs, the stream;
+    everything else (/ready, /metrics, /internal/...) is the edge's own 404."""
+    template = LOCAL_TEMPLATE.read_text()
+    edge = template[template.index("# @EDGE begin"):template.index("# @EDGE end")]
+    public = {"/api/v1/", "= /health", "= /docs", "= /openapi.json", "= /api/v1/dashboard/stream"}
+    assert locations(NGINX_CONF.read_text()) == locations(edge) == public | {"= /nginx-health", "/"}
+    for text in (NGINX_CONF.read_text(), edge):
+        catch_all = re.search(r"location / \{(.*?)\}", text, re.S).group(1)
+        assert "return 404" in catch_all and "proxy_pass" not in catch_all
+    ingress = by_kind(k8s_objects(), "Ingress")
+    paths = {(p["path"], p["pathType"]) for i in ingress.values() for r in i["spec"]["rules"] for p in r["http"]["paths"]}
+    assert paths == {("/api/v1", "Prefix"), ("/health", "Exact"), ("/docs", "Exact"), ("/openapi.json", "Exact"),
+                     ("/", "Exact"), ("/api/v1/dashboard/stream", "Exact")}
+    backends = {p["backend"]["service"]["port"]["name"] for i in ingress.values() for r in i["spec"]["rules"]
+                for p in r["http"]["paths"]}
+    assert backends == {"http"}, "the ops port is never behind the Ingress"
+
+
+def test_compose_calls_every_service_through_the_internal_balancer():
+    """As under `make up`: callers name the internal nginx, which balances over the replicas and re-resolves them."""
+    data = compose()
+    services = data["services"]
+    text = INTERNAL_CONF.read_text()
+    for name in SERVICES:
+        port = PORTS[name]
+        for caller in (*SERVICES, "gateway"):
+            assert services[caller]["environment"][f"{name.upper()}_URL"] == f"http://internal-lb:{port}", caller
+        upstream = re.search(r"upstream %s \{(.*?)\}" % name, text, re.S).group(1)
+        assert re.search(rf"server {name}:{port} resolve max_fails=\d+ fail_timeout=\d+s;", upstream), name
+        assert re.search(r"^\s*keepalive \d+;", upstream, re.M) and "least_conn;" in upstream
+        assert re.search(rf"listen {port};\s*location / {{ proxy_pass http://{name}; }}", text), name
+    assert "resolver 127.0.0.11 valid=5s" in text
+    assert set(services["internal-lb"]["networks"]) == {"internal"} and "ports" not in services["internal-lb"]
+    for name in (*SERVICES, "gateway"):
+        assert "internal-lb" in services[name]["depends_on"], name
 
 
 # --- client addresses (shared/proxies.py) ----------------------------------------------------------
@@ -302,7 +352,7 @@ def server_commands() -> dict[str, list[str]]:
     """Every server command line in deploy/ (uvicorn for a service, `python -m gateway` for the gateway): compose
     services, Kubernetes containers, the image's CMD."""
     commands = {f"compose {name}": svc["command"] for name, svc in compose()["services"].items()
-                if svc.get("command", [""])[0] == "uvicorn" or svc.get("command", [])[:3] == GATEWAY_COMMAND[:3]}
+                if svc.get("command", [])[:3] in (SERVE, GATEWAY_COMMAND[:3])}
     for name, deployment in by_kind(k8s_objects(), "Deployment").items():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             commands[f"k8s {name}/{container['name']}"] = container["command"]
@@ -322,10 +372,12 @@ def test_uvicorn_never_reads_proxy_headers_itself():
         if where in gateways:
             assert command == GATEWAY_COMMAND, where
         else:
-            assert command[0] == "uvicorn" and "--no-proxy-headers" in command, where
+            assert command[:3] == SERVE, where
         assert "--proxy-headers" not in command and not any("forwarded-allow-ips" in a for a in command), where
     config = gateway_config(GatewaySettings(), "0.0.0.0", 8080)
     assert config.proxy_headers is False and config.http is GatewayProtocol
+    service = serve_config("services.scanning.app:create_app", "0.0.0.0", 8002)
+    assert service.proxy_headers is False and service.timeout_keep_alive == TIMEOUT_KEEP_ALIVE
     text = "".join(p.read_text() for p in (COMPOSE, DEPLOY / "Dockerfile", *K8S.glob("*.yaml")))
     assert "FORWARDED_ALLOW_IPS" not in text, "uvicorn's trust setting is unused: set <PREFIX>_TRUSTED_PROXIES"
 

@@ -293,3 +293,37 @@ def test_unkeyed_writes_never_ride_a_kept_alive_connection():
         assert len(set(peers[6:])) == 3 and not set(peers[6:]) & reused
 
     asyncio.run(main())
+
+
+def test_pools_older_than_max_age_are_replaced_without_cutting_what_they_carry():
+    """UPSTREAM_CONNECTION_MAX_AGE: behind a per-connection balancer, new connections are what reach new replicas."""
+    peers = []
+
+    async def peer(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername")[1])
+        await asyncio.sleep(float(request.query.get("seconds", 0)))
+        return web.json_response({})
+
+    async def main() -> None:
+        app = web.Application()
+        app.add_routes([web.get("/p", peer)])
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        await web.SockSite(runner, sock).start()
+        try:
+            async with client_for(f"http://127.0.0.1:{sock.getsockname()[1]}", max_age=0.2) as client:
+                await client.request("GET", "/p")
+                await client.request("GET", "/p")
+                slow = asyncio.create_task(client.request("GET", "/p", params={"seconds": "0.5"}))
+                await asyncio.sleep(0.3)
+                await client.request("GET", "/p")  # a new pool: the slow call's still holds its connection
+                assert (await slow).status == 200
+                await asyncio.sleep(0.05)
+                assert not client._retired  # the old pool closed once its last call was done
+        finally:
+            await runner.cleanup()
+        assert peers[0] == peers[1] == peers[2] and peers[3] != peers[0]
+
+    asyncio.run(main())
