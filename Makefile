@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run up ps down restart test test-fuzz test-scale venv tools migrate create-admin rotate-key bench seed seed-bills bench-scanning bench-billing bench-dashboard loadtest clean
+.PHONY: run up ps down restart contracts test test-fuzz test-scale venv tools migrate create-admin rotate-key bench seed seed-bills bench-scanning bench-billing bench-dashboard loadtest clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -27,6 +27,11 @@ down: venv
 
 restart: venv
 	@$(PY) -m scripts.fleet restart $${SERVICE:?usage: make restart SERVICE=<auth|scanning|billing|dashboard|gateway>}
+
+# The committed contracts of the internal routes and auth's JWKS (docs/contracts.md): after changing one, commit
+# contracts/ (make test checks the code against them and them against contracts/previous/).
+contracts: venv
+	@$(PY) -m scripts.contracts write
 
 # The whole suite: every database test runs on SQLite and on PostgreSQL (127.0.0.1:5432), with Redis.
 test: venv tools

@@ -66,3 +66,21 @@ class UserPublic(BaseModel):
     created_at: UtcDateTime
     locked_until: UtcDateTime | None = None
     last_login_at: UtcDateTime | None = None
+
+
+class PublicJwk(BaseModel):
+    """One verifying key as GET /auth/jwks publishes it (RFC 8037): what every service's TokenVerifier loads.
+
+    Literal values, so contracts/auth.json says exactly what a verifier of the previous release can use: another
+    key type or algorithm is a breaking change there (shared.security accepts EdDSA only)."""
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+    kid: str
+    alg: Literal["EdDSA"]
+    use: Literal["sig"]
+
+
+class Jwks(BaseModel):
+    keys: list[PublicJwk]

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Response
 
 from services.auth import service
 from services.auth.deps import ClientIp, ContextDep, CurrentUser
-from services.auth.schemas import LoginIn, RefreshIn, TokenPair, UserPublic
+from services.auth.schemas import Jwks, LoginIn, RefreshIn, TokenPair, UserPublic
 from shared.errors import problem_responses
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=problem_responses(400, 401, 403, 422, 429, 503))
@@ -38,7 +38,7 @@ async def me(ctx: ContextDep, principal: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(dict(await service.get_user(ctx=ctx, user_id=principal.user_id)))
 
 
-@router.get("/jwks")
+@router.get("/jwks", response_model=Jwks)
 async def jwks(ctx: ContextDep, response: Response) -> dict:
     # Briefly cacheable: a copy held longer would delay the next key past its activation (Settings.jwks_staleness).
     response.headers["Cache-Control"] = f"public, max-age={ctx.settings.jwks_max_age}"
