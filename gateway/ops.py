@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from gateway.proxy import send_problem
 from shared.errors import ProblemError
 from shared.http import ResilientClient
+from shared.metrics import DEPENDENCY_UP
 
 router = APIRouter(tags=["ops"])
 
@@ -50,6 +51,8 @@ async def upstream_readiness(request: Request) -> tuple[bool, dict]:
     clients: dict[str, ResilientClient] = state.clients
     timeout = state.settings.ready_timeout
     results = await asyncio.gather(*(_ping(client, timeout) for client in clients.values()))
+    for client, (ok, _) in zip(clients.values(), results):
+        DEPENDENCY_UP.labels(state.settings.service_name, client.name).set(ok)
     upstreams = {
         client.name: {"ready": ok, "detail": detail, "breaker": client.breaker.state}
         for client, (ok, detail) in zip(clients.values(), results)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian tools the tests and benchmarks drive (nginx, wrk) when they are missing.
+# Install the Debian tools the tests and benchmarks drive (nginx, wrk, promtool) when they are missing.
 set -euo pipefail
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool (tests/deploy): Debian ships it only there, ~20 MB
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "ensure-tools: missing ${missing[*]} and cannot apt-get install them here; tests needing them will skip" >&2

@@ -33,6 +33,7 @@ from sqlalchemy.sql.selectable import Select
 
 from shared.breaker import CircuitBreaker, CircuitOpen
 from shared.errors import DependencyUnavailable, ServiceUnavailable, problem_response
+from shared.metrics import DB_POOLS
 from shared.settings import ServiceSettings
 
 log = logging.getLogger("bagtrack.db")
@@ -262,6 +263,11 @@ class Database:
         # broken, and must stay in its load balancer (one pinged through the pool would time out and be pulled).
         self._ping_engine = create_db_engine(settings.database_url, service=f"{settings.service_name}-ready",
                                              pool_size=1, max_overflow=0, pool_timeout=settings.ready_timeout)
+        # The request pools' use on /metrics (bagtrack_db_pool_connections), read from them when Prometheus scrapes.
+        capacity = settings.db_pool_size + settings.db_max_overflow
+        DB_POOLS.track(self.service, "primary", self.engine, capacity)
+        if self.has_replica:
+            DB_POOLS.track(self.service, "replica", self.read_engine, capacity)
 
     @property
     def tombstone_hold(self) -> float:
@@ -347,6 +353,7 @@ class Database:
                 raise
 
     async def dispose(self) -> None:
+        DB_POOLS.forget(self.engine, self.read_engine)
         await self._ping_engine.dispose()
         await self.engine.dispose()
         if self.has_replica:

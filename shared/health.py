@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from shared.drain import draining
-from shared.metrics import metrics_response
+from shared.metrics import DEPENDENCY_UP, metrics_response
 
 router = APIRouter(tags=["ops"])
 
@@ -48,6 +48,9 @@ async def dependency_readiness(request: Request) -> tuple[bool, dict]:
     timeout = app.state.settings.ready_timeout
     checks = app.state.ready_checks
     results = await asyncio.gather(*(_run_check(ping, timeout) for _, ping, _ in checks))
+    service = app.state.settings.service_name
+    for (name, _, _), result in zip(checks, results):
+        DEPENDENCY_UP.labels(service, name).set(result == "ok")
     healthy = all(result == "ok" for (_, _, critical), result in zip(checks, results) if critical)
     body = {"status": "ready" if healthy else "degraded",
             "checks": {name: r for (name, _, _), r in zip(checks, results)}}

@@ -5,8 +5,14 @@ service runs several workers inside one replica (scale is by replicas, see READM
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Iterator
+
 from fastapi import Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 REQUESTS = Counter("bagtrack_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"])
 LATENCY = Histogram(
@@ -23,6 +29,14 @@ UPSTREAM_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10),
 )
 BREAKER_STATE = Gauge("bagtrack_circuit_breaker_open", "1 while a circuit breaker is open or half-open", ["service", "upstream"])
+# Set by every readiness check (shared.health, gateway.ops), which the kubelet runs every few seconds: dependency is
+# database or cache (Redis) for a service, each upstream service for the gateway.
+DEPENDENCY_UP = Gauge("bagtrack_dependency_up", "1 if the last readiness check reached the dependency, else 0",
+                      ["service", "dependency"])
+# Counted where a request is refused with 429 (shared.ratelimit, services/auth/throttle.py); limit: the limit's name.
+RATE_LIMITED = Counter("bagtrack_rate_limited_total", "Requests refused with 429 by a rate limit or failure throttle",
+                       ["service", "limit"])
+AUTH_LOCKOUTS = Counter("bagtrack_auth_lockouts_total", "Accounts locked by too many wrong passwords", ["service"])
 
 
 def metrics_response() -> Response:
@@ -33,3 +47,44 @@ OPEN_CONNECTIONS = Gauge("bagtrack_http_connections_open", "Client connections o
                          ["service", "listener"])
 REFUSED_CONNECTIONS = Counter("bagtrack_http_connections_refused_total",
                               "Client connections answered 503 at once: the open-connection cap was reached", ["service"])
+
+
+class DatabasePools:
+    """bagtrack_db_pool_connections{service, pool, state}, read from each SQLAlchemy pool when Prometheus scrapes:
+    a checkout costs nothing more than it did. pool: primary or replica; state: in_use (checked out), idle (open,
+    waiting in the pool), size (kept open), max (size + overflow: past it a checkout waits db_pool_timeout, then
+    answers 503 database-busy)."""
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple[str, str], tuple[AsyncEngine, int]] = {}
+
+    def track(self, service: str, pool: str, engine: AsyncEngine, capacity: int) -> None:
+        # The engine, not its pool: dispose() replaces an engine's pool with a new one.
+        self._engines[(service, pool)] = (engine, capacity)
+
+    def forget(self, *engines: AsyncEngine) -> None:
+        """Stop reporting these engines (their database closed); others tracked since under the same names stay."""
+        for key, (tracked, _) in list(self._engines.items()):
+            if any(tracked is engine for engine in engines):
+                del self._engines[key]
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for (service, name), (engine, capacity) in list(self._engines.items()):
+            pool = engine.pool
+            for state, value in (("in_use", pool.checkedout()), ("idle", pool.checkedin()), ("size", pool.size()),
+                                 ("max", capacity)):
+                family.add_metric([service, name, state], value)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("bagtrack_db_pool_connections", "Database connections of a pool, by state",
+                                 labels=["service", "pool", "state"])
+
+
+DB_POOLS = DatabasePools()
+REGISTRY.register(DB_POOLS)

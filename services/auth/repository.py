@@ -88,15 +88,15 @@ async def delete_user(work: UnitOfWork, user_id: int) -> None:
 
 
 async def record_failed_login(work: UnitOfWork, user_id: int, now: datetime, *, threshold: int,
-                              window_start: datetime, lock_until: datetime) -> None:
+                              window_start: datetime, lock_until: datetime) -> bool:
     """Count a failure atomically in the account's current window; a window that began at or before
     `window_start` has run out, and this failure starts a new one. The failure that reaches the threshold locks the
-    account (and restarts the count). A failure that read the account before a concurrent one locked it counts
-    nothing: the lock is set once, and no failure carries over to after it."""
+    account (and restarts the count): True for that one. A failure that read the account before a concurrent one
+    locked it counts nothing: the lock is set once, and no failure carries over to after it."""
     fresh = or_(users.c.failures_since.is_(None), users.c.failures_since <= window_start)
     count = case((fresh, 1), else_=users.c.failed_logins + 1)
     locks = count >= threshold
-    await work.execute(
+    remaining = await work.scalar(
         update(users)
         .where(users.c.id == user_id, _not_locked(now))
         .values(
@@ -104,7 +104,9 @@ async def record_failed_login(work: UnitOfWork, user_id: int, now: datetime, *, 
             failed_logins=case((locks, 0), else_=count),
             failures_since=case((locks, null()), (fresh, now), else_=users.c.failures_since),
         )
+        .returning(users.c.failed_logins)
     )
+    return remaining == 0  # the count restarts at 0 only when this failure locked (None: no row was updated)
 
 
 async def record_successful_login(work: UnitOfWork, user_id: int, now: datetime, *,

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 import jwt
 from fastapi import FastAPI
+from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +29,7 @@ from services.auth.throttle import FailureThrottle
 from shared.cache import Cache
 from shared.db import Database, Row
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound, ProblemError, Unauthorized
+from shared.metrics import AUTH_LOCKOUTS
 from shared.ratelimit import hit
 from shared.security import Principal
 from shared.timeutil import as_utc, utcnow
@@ -49,9 +51,11 @@ class AuthContext:
     keys: KeyRing  # replaced by reload_signing_keys every AUTH_KEY_RING_RELOAD_SECONDS
     login_failures: FailureThrottle = field(init=False)  # per (username, client address)
     password_change_failures: FailureThrottle = field(init=False)  # per user
+    lockouts: Counter = field(init=False)  # bagtrack_auth_lockouts_total, exported as 0 from start-up
 
     def __post_init__(self) -> None:
         settings = self.settings
+        self.lockouts = AUTH_LOCKOUTS.labels(settings.service_name)
         self.login_failures = FailureThrottle(
             self.cache, "login:fail", limit=settings.login_failures_per_client,
             window=settings.login_failure_window, what="failed logins")
@@ -125,7 +129,7 @@ async def authenticate(*, ctx: AuthContext, username: str, password: str, client
       against the pair like a wrong password. The lock is visible only to admins (GET /users/{id}: locked_until).
     """
     settings = ctx.settings
-    await hit(ctx.cache, f"login:ip:{client_ip}", limit=settings.login_limit_per_ip,
+    await hit(ctx.cache, "login:ip", client_ip, limit=settings.login_limit_per_ip,
               window=settings.login_limit_window, what="login attempts from this address")
     pair = f"{username.lower()}|{client_ip}"
     await ctx.login_failures.check(pair)
@@ -136,13 +140,14 @@ async def authenticate(*, ctx: AuthContext, username: str, password: str, client
     password_ok = await ctx.passwords.verify(user["password_hash"] if user else None, password)
     now = utcnow()
     if user is not None and not password_ok:
-        async def count_failure(work: UnitOfWork) -> None:
-            await repo.record_failed_login(
+        async def count_failure(work: UnitOfWork) -> bool:
+            return await repo.record_failed_login(
                 work, user["id"], now, threshold=settings.lockout_threshold,
                 window_start=now - timedelta(minutes=settings.lockout_window_minutes),
                 lock_until=now + timedelta(minutes=settings.lockout_minutes))
 
-        await ctx.write(count_failure)
+        if await ctx.write(count_failure):  # counted once committed: a re-run transaction would count twice
+            ctx.lockouts.inc()
     if user is None or not password_ok or _locked(user["locked_until"], now):
         await _refuse_login(ctx, pair)
     if not user["is_active"]:

@@ -10,6 +10,7 @@ import math
 import time
 
 from shared.cache import Cache, MemoryCache
+from shared.metrics import RATE_LIMITED
 from shared.ratelimit import RateLimited
 
 
@@ -17,6 +18,8 @@ class FailureThrottle:
     def __init__(self, cache: Cache, name: str, *, limit: int, window: float, what: str) -> None:
         self.cache, self.name, self.limit, self.window, self.what = cache, name, limit, window, what
         self._local = MemoryCache(cache.namespace)  # used only while the shared cache is down
+        # Exported as 0 from start-up, so the first refusal shows in increase() (bagtrack_rate_limited_total).
+        self._refusals = RATE_LIMITED.labels(cache.namespace, name)
 
     def _store(self) -> Cache:
         return self.cache if self.cache.available else self._local
@@ -34,6 +37,7 @@ class FailureThrottle:
             return
         retry_after = math.ceil(until - time.time())
         if retry_after > 0:
+            self._refusals.inc()
             raise RateLimited(f"too many {self.what}; retry later", headers={"Retry-After": str(retry_after)})
 
     async def failed(self, key: str) -> None:
