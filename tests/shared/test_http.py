@@ -40,11 +40,11 @@ async def echo(request: web.Request) -> web.Response:
 
 
 @asynccontextmanager
-async def upstream() -> AsyncIterator[str]:
-    """An aiohttp server on a free loopback port, in this event loop."""
+async def upstream(routes: list | None = None) -> AsyncIterator[str]:
+    """An aiohttp server on a free loopback port, in this event loop: `routes`, or the handlers above."""
     app = web.Application()
-    app.add_routes([web.get("/slow", slow), web.get("/fail", fail), web.get("/echo", echo),
-                    web.get("/dependency-down", dependency_down), web.get("/sick", sick)])
+    app.add_routes(routes or [web.get("/slow", slow), web.get("/fail", fail), web.get("/echo", echo),
+                              web.get("/dependency-down", dependency_down), web.get("/sick", sick)])
     runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
     await runner.setup()
     sock = socket.socket()
@@ -242,22 +242,12 @@ def test_a_502_from_the_balancer_is_retried_for_safe_calls_and_keyed_writes_only
         return web.json_response({"ok": True})
 
     async def main() -> None:
-        app = web.Application()
-        app.add_routes([web.get("/x", flaky), web.post("/x", flaky)])
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(runner, sock).start()
-        try:
-            async with client_for(f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
-                assert (await client.request("GET", "/x")).status == 200
-                assert (await client.request("POST", "/x", json={}, retry=True)).status == 200
-                assert len(calls) == 4
-                assert (await client.request("POST", "/x", json={})).status == 502  # unkeyed: it may have landed
-                assert len(calls) == 5
-        finally:
-            await runner.cleanup()
+        async with upstream([web.get("/x", flaky), web.post("/x", flaky)]) as url, client_for(url) as client:
+            assert (await client.request("GET", "/x")).status == 200
+            assert (await client.request("POST", "/x", json={}, retry=True)).status == 200
+            assert len(calls) == 4
+            assert (await client.request("POST", "/x", json={})).status == 502  # unkeyed: it may have landed
+            assert len(calls) == 5
 
     asyncio.run(main())
 
@@ -271,24 +261,14 @@ def test_unkeyed_writes_never_ride_a_kept_alive_connection():
         return web.json_response({})
 
     async def main() -> None:
-        app = web.Application()
-        app.add_routes([web.get("/p", peer), web.post("/p", peer)])
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(runner, sock).start()
-        try:
-            async with client_for(f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
-                for _ in range(3):
-                    await client.request("GET", "/p")
-                for _ in range(3):
-                    await client.request("POST", "/p", json={}, retry=True)
-                reused = set(peers)
-                for _ in range(3):
-                    await client.request("POST", "/p", json={})
-        finally:
-            await runner.cleanup()
+        async with upstream([web.get("/p", peer), web.post("/p", peer)]) as url, client_for(url) as client:
+            for _ in range(3):
+                await client.request("GET", "/p")
+            for _ in range(3):
+                await client.request("POST", "/p", json={}, retry=True)
+            reused = set(peers)
+            for _ in range(3):
+                await client.request("POST", "/p", json={})
         assert len(reused) == 1  # safe calls and keyed writes share one kept-alive connection
         assert len(set(peers[6:])) == 3 and not set(peers[6:]) & reused
 
@@ -305,25 +285,15 @@ def test_pools_older_than_max_age_are_replaced_without_cutting_what_they_carry()
         return web.json_response({})
 
     async def main() -> None:
-        app = web.Application()
-        app.add_routes([web.get("/p", peer)])
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(runner, sock).start()
-        try:
-            async with client_for(f"http://127.0.0.1:{sock.getsockname()[1]}", max_age=0.2) as client:
-                await client.request("GET", "/p")
-                await client.request("GET", "/p")
-                slow = asyncio.create_task(client.request("GET", "/p", params={"seconds": "0.5"}))
-                await asyncio.sleep(0.3)
-                await client.request("GET", "/p")  # a new pool: the slow call's still holds its connection
-                assert (await slow).status == 200
-                await asyncio.sleep(0.05)
-                assert not client._retired  # the old pool closed once its last call was done
-        finally:
-            await runner.cleanup()
+        async with upstream([web.get("/p", peer)]) as url, client_for(url, max_age=0.2) as client:
+            await client.request("GET", "/p")
+            await client.request("GET", "/p")
+            slow = asyncio.create_task(client.request("GET", "/p", params={"seconds": "0.5"}))
+            await asyncio.sleep(0.3)
+            await client.request("GET", "/p")  # a new pool: the slow call's still holds its connection
+            assert (await slow).status == 200
+            await asyncio.sleep(0.05)
+            assert not client._retired  # the old pool closed once its last call was done
         assert peers[0] == peers[1] == peers[2] and peers[3] != peers[0]
 
     asyncio.run(main())
