@@ -216,8 +216,9 @@ class Proc:
         self.wait_gone(5)
         return f"killed (did not exit within {timeout:g} s)"
 
-    def probe(self) -> str:
-        return f"http://{HOST}:{self.ops_port or self.port}/ready"
+    def probe(self, path: str = "/ready") -> str:
+        """Where this process answers its ops routes (/ready, /metrics): a gateway on its ops port."""
+        return f"http://{HOST}:{self.ops_port or self.port}{path}"
 
 
 def _reap(pid: int) -> None:
@@ -315,9 +316,11 @@ class Fleet:
         """nginx `kind`'s configuration for the replicas recorded now, without `leaving` (a restart's old one)."""
         upstreams, internal = [], []
         for tier in (("gateway",) if kind == "edge" else SERVICES):
-            servers = [p for p in self.replicas(tier) if p is not leaving]
+            # A tier not started yet (make up starts them in turn) is listed at its planned ports.
+            ports = ([p.port for p in self.replicas(tier) if p is not leaving]
+                     or [self.layout.slot(tier, slot) for slot in range(self.scale[tier])])
             lines = [f"    upstream {tier} {{", "        least_conn;"]
-            lines += [f"        server {HOST}:{p.port} max_fails=2 fail_timeout=5s;" for p in servers]
+            lines += [f"        server {HOST}:{port} max_fails=2 fail_timeout=5s;" for port in ports]
             lines += ["        keepalive 32;", "        keepalive_requests 100000;", "        keepalive_timeout 60s;",
                       "    }"]
             upstreams.append("\n".join(lines))
@@ -424,11 +427,16 @@ class Fleet:
         self.save()  # recorded from the first process on, so a failed start can still be taken down
         try:
             self.migrate()
-            started = [self.start_replica(tier, slot) for tier in SERVICES for slot in range(self.scale[tier])]
-            self.save()
             self.start_nginx("internal")  # the services reach each other through it
             self.save()
-            self.wait_ready(started, ready_timeout)
+            # One tier at a time, in the order they call each other (auth's JWKS first, then scanning, which
+            # billing and the dashboard call as they start): a call to a tier still starting is refused, and
+            # nginx would then keep that tier's replicas out of its upstream for fail_timeout (5 s) after they
+            # are up.
+            for tier in SERVICES:
+                started = [self.start_replica(tier, slot) for slot in range(self.scale[tier])]
+                self.save()
+                self.wait_ready(started, ready_timeout)
             gateways = [self.start_replica("gateway", slot) for slot in range(self.scale["gateway"])]
             self.save()
             self.start_nginx("edge")  # its upstream lists the gateways (ready or not: nginx retries the next)

@@ -118,7 +118,7 @@ def test_requests_spread_over_the_replicas(fleet):
     """Shown by each replica's own metrics: gateways count the public requests, scannings the forwarded ones."""
     route = "/bags/{qr_id}"
     scannings, gateways = fleet.replicas("scanning"), fleet.replicas("gateway")
-    before = {p.name: metric_total(p.probe().replace("/ready", "/metrics"), "bagtrack_http_requests_total",
+    before = {p.name: metric_total(p.probe("/metrics"), "bagtrack_http_requests_total",
                                    route=route) for p in scannings}
     with dispatcher(fleet) as gw:
         qr = f"SB{int.from_bytes(os.urandom(2), 'big') % 90000 + 10000:05d}"
@@ -128,14 +128,14 @@ def test_requests_spread_over_the_replicas(fleet):
             thread.start()
         for thread in threads:
             thread.join()
-    after = {p.name: metric_total(p.probe().replace("/ready", "/metrics"), "bagtrack_http_requests_total",
+    after = {p.name: metric_total(p.probe("/metrics"), "bagtrack_http_requests_total",
                                   route=route) for p in scannings}
     served = {name: after[name] - before[name] for name in after}
     print(f"\nGET {route} served per scanning replica: {served}")
     assert sum(served.values()) >= 80
     assert all(n >= 10 for n in served.values()), served
     for gateway in gateways:
-        assert metric_total(gateway.probe().replace("/ready", "/metrics"), "bagtrack_http_requests_total",
+        assert metric_total(gateway.probe("/metrics"), "bagtrack_http_requests_total",
                             route="/api/v1/bags/{qr_id}") > 0, gateway.name
 
 
