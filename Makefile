@@ -15,7 +15,7 @@ run: venv
 	@$(PY) -m scripts.run
 
 # The scaled system: replicas of every tier behind a real nginx, on PostgreSQL + Redis (docs/scale-out.md).
-# make up [SCALE="scanning=3 billing=2"] · make ps · make restart SERVICE=scanning · make down
+# make up [SCALE="scanning=3 billing=2"] [PGBOUNCER=1] · make ps · make restart SERVICE=scanning · make down
 up: venv tools
 	@$(PY) -m scripts.fleet up $(if $(SCALE),--scale "$(SCALE)")
 
@@ -37,10 +37,10 @@ contracts: venv
 test: venv tools
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-# The scale tests' long form: every tier restarted and a replica killed under heavier load (the smoke of the same
-# runs in `make test`).
+# The scale tests' long form: every tier at 2, each restarted and each with a replica killed under heavier load
+# (the smoke of the same runs in `make test`). PGBOUNCER=1: the same, the services behind pgbouncer.
 test-scale: venv tools
-	@BAGTRACK_SCALE_LONG=1 $(PY) -m pytest tests/scale -q $(PYTEST_ARGS)
+	@BAGTRACK_SCALE_LONG=1 BAGTRACK_SCALE_PGBOUNCER=$(if $(PGBOUNCER),1,0) $(PY) -m pytest tests/scale -q $(PYTEST_ARGS)
 
 # Both fuzzers, long: the in-process route fuzz (400 hostile requests per route and role) and schemathesis through
 # the real gateway as each role (200 examples per operation): about 12-15 minutes.

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Install the Debian tools the tests and benchmarks drive (nginx, wrk, promtool) when they are missing.
+# Install the Debian tools the tests and benchmarks drive (nginx, wrk, promtool, pgbouncer) when they are missing.
 set -euo pipefail
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool (tests/deploy): Debian ships it only there, ~20 MB
+[ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)  # transaction-mode pooling (tests/scale/test_pgbouncer.py)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "ensure-tools: missing ${missing[*]} and cannot apt-get install them here; tests needing them will skip" >&2
@@ -13,3 +14,5 @@ fi
 echo "ensure-tools: installing ${missing[*]}"
 apt-get update -qq >/dev/null
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+# Debian starts a pgbouncer of its own on 6432; the project runs its own instances, on their own ports.
+[ -x /etc/init.d/pgbouncer ] && /etc/init.d/pgbouncer stop >/dev/null 2>&1 || true

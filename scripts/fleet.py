@@ -9,7 +9,8 @@
 - Storage must be shared by the replicas: PostgreSQL and Redis (the URLs given, else the local ones). SQLite
   is refused.
 - Pool sizes come from the connection budget (`budget`): the replicas' pools together fit PostgreSQL's
-  max_connections with headroom.
+  max_connections with headroom. `PGBOUNCER=1` puts Debian's pgbouncer (transaction mode, scripts/pgbouncer.py)
+  between the replicas and PostgreSQL: then pgbouncer's per-database pools are what the budget sizes.
 - Every process started is recorded (pid, the kernel's start time of that pid, command) in var/up/fleet.json;
   `down` and `restart` signal exactly those processes, and only while the pid still is the recorded process
   (a pid reused by something else after a crash is left alone). Never a name pattern.
@@ -33,12 +34,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
+from scripts.pgbouncer import Bouncer, pgbouncer_binary
 from scripts.stack import ROOT, gateway_command, service_command
+from shared.settings import ServiceSettings
 from shared.topology import SERVICES
 
 TIERS = (*SERVICES, "gateway")
-DEFAULT_SCALE = {"auth": 1, "scanning": 2, "billing": 1, "dashboard": 1, "gateway": 2}
+# Two of everything: any one replica can die or be restarted while its twin serves (a tier of one cannot).
+DEFAULT_SCALE = {"auth": 2, "scanning": 2, "billing": 2, "dashboard": 2, "gateway": 2}
 MAX_REPLICAS = 5  # per tier: ten ports a tier, half of them spare for a restart's surge
 NGINX_KINDS = ("edge", "internal")  # the two nginx processes (deploy/nginx/local.conf.template), slot 0 and 1
 STATE_DIR = ROOT / "var" / "up"
@@ -46,6 +51,7 @@ TEMPLATE = ROOT / "deploy" / "nginx" / "local.conf.template"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/bagtrack"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_POOL = 10  # ServiceSettings.db_pool_size
+BOUNCER_POOL = 20  # pgbouncer's server connections per database, at most
 STOP_TIMEOUT = 20.0  # a replica's drain (uvicorn's graceful 5 s, streams, lifespan) before SIGKILL
 HOST = "127.0.0.1"
 
@@ -69,14 +75,19 @@ def parse_scale(text: str | None) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Layout:
-    """Ports, all on loopback: the edge; from `base`, the internal listeners (base+1.. per service), then ten
-    ports per tier (replica i on slot i or, during a restart, i+5) and the gateways' ops ports (base+60..)."""
+    """Ports, all on loopback: the edge; from `base`, the internal listeners (base+1.. per service) and pgbouncer
+    (base+5), then ten ports per tier (replica i on slot i or, during a restart, i+5) and the gateways' ops ports
+    (base+60..)."""
 
     edge: int = 8080
     base: int = 8100
 
     def internal(self, service: str) -> int:
         return self.base + 1 + SERVICES.index(service)
+
+    @property
+    def pgbouncer(self) -> int:
+        return self.base + 5
 
     def slot(self, tier: str, slot: int) -> int:
         return self.base + 10 * (TIERS.index(tier) + 1) + slot
@@ -124,9 +135,38 @@ class Budget:
                 f"{self.headroom} headroom)")
 
 
+@dataclass(frozen=True)
+class BouncerBudget:
+    """Behind pgbouncer: PostgreSQL sees pgbouncer's pools (one per service database), whatever the replicas."""
+
+    max_connections: int
+    reserved: int
+    headroom: int
+    databases: int
+    pool: int  # pgbouncer's default_pool_size: server connections per database
+    client_pool: int  # each replica's db_pool_size (client connections to pgbouncer)
+
+    @property
+    def used(self) -> int:
+        return self.databases * self.pool
+
+    @classmethod
+    def plan(cls, max_connections: int, reserved: int, databases: int, *, client_pool: int = DEFAULT_POOL,
+             cap: int = BOUNCER_POOL) -> "BouncerBudget":
+        headroom = max(10, max_connections // 5)
+        pool = min(cap, (max_connections - reserved - headroom) // databases)
+        if pool < 2:
+            raise FleetError(f"{databases} databases behind pgbouncer do not fit max_connections={max_connections}")
+        return cls(max_connections, reserved, headroom, databases, pool, client_pool)
+
+    def describe(self) -> str:
+        return (f"pgbouncer: {self.databases} databases x {self.pool} server connections = {self.used} of "
+                f"max_connections {self.max_connections} ({self.reserved} reserved, {self.headroom} headroom); "
+                f"each replica's pool {self.client_pool} to pgbouncer")
+
+
 def server_limits(database_url: str) -> tuple[int, int]:
     import psycopg2
-    from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
     conn = psycopg2.connect(host=url.host or HOST, port=url.port or 5432, user=url.username or "postgres",
@@ -169,7 +209,7 @@ def children(pid: int) -> set[int]:
 
 @dataclass
 class Proc:
-    """One recorded process: a replica of a tier, or nginx (tier "nginx")."""
+    """One recorded process: a replica of a tier, nginx (tier "nginx") or pgbouncer (tier "pgbouncer")."""
 
     tier: str
     slot: int
@@ -182,6 +222,8 @@ class Proc:
 
     @property
     def name(self) -> str:
+        if self.tier == "pgbouncer":
+            return "pgbouncer"
         return f"nginx-{NGINX_KINDS[self.slot]}" if self.tier == "nginx" else f"{self.tier}-{self.slot}"
 
     def alive(self) -> bool:
@@ -233,7 +275,8 @@ def launch(tier: str, slot: int, cmd: list[str], *, port: int, env: dict[str, st
            ops_port: int | None = None) -> Proc:
     """Start a process that outlives `make up` (own session, output to its log), and record who it is."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / (f"nginx-{NGINX_KINDS[slot]}.log" if tier == "nginx" else f"{tier}-{slot}.log")
+    log = log_dir / (f"nginx-{NGINX_KINDS[slot]}.log" if tier == "nginx" else
+                     "pgbouncer.log" if tier == "pgbouncer" else f"{tier}-{slot}.log")
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -295,6 +338,30 @@ class Fleet:
 
     def url(self) -> str:
         return f"http://{HOST}:{self.layout.edge}"
+
+    @property
+    def bouncer(self) -> Bouncer | None:
+        """The pgbouncer this fleet runs (PGBOUNCER=1), else None."""
+        if not self.env.get("BAGTRACK_FLEET_DATABASE_URL"):
+            return None
+        server = self.env["BAGTRACK_FLEET_DATABASE_URL"]
+        base = make_url(server).database or "bagtrack"
+        timeouts = {f"{base}_{service}": int(self.env.get(f"{service.upper()}_DB_STATEMENT_TIMEOUT_MS") or
+                                             ServiceSettings.model_fields["db_statement_timeout_ms"].default)
+                    for service in SERVICES}
+        return Bouncer(self.state_dir / "pgbouncer", self.layout.pgbouncer, server, pool_size=self.budget["pool"],
+                       timeouts=timeouts)
+
+    def start_pgbouncer(self) -> None:
+        bouncer = self.bouncer
+        binary = pgbouncer_binary()
+        if binary is None:
+            raise FleetError("PGBOUNCER=1 needs pgbouncer: `make tools` installs it (Debian's package)")
+        bouncer.write()
+        cmd = bouncer.command(binary, as_root=os.geteuid() == 0)
+        self.procs.append(launch("pgbouncer", 0, cmd, port=bouncer.port, env=self.process_env(),
+                                 log_dir=self.log_dir))
+        wait_until(lambda: _listening(bouncer.port), 10, f"pgbouncer listening on {bouncer.port}")
 
     # -- environment
 
@@ -426,6 +493,9 @@ class Fleet:
     def up(self, *, ready_timeout: float = 90.0) -> None:
         self.save()  # recorded from the first process on, so a failed start can still be taken down
         try:
+            if self.bouncer is not None:
+                self.start_pgbouncer()  # migrations go through it too (their lock is transaction-scoped)
+                self.save()
             self.migrate()
             self.start_nginx("internal")  # the services reach each other through it
             self.save()
@@ -469,11 +539,12 @@ class Fleet:
 
     def down(self, say=print) -> None:
         """Stop every recorded process: the edge first (no new requests), then the rest together (each drains),
-        the internal nginx last (the draining replicas' calls to each other still go through it)."""
+        the internal nginx and pgbouncer last (the draining replicas still call each other and their databases)."""
         edge, internal = self.nginx("edge"), self.nginx("internal")
+        bouncer = next((p for p in self.procs if p.tier == "pgbouncer"), None)
         if edge is not None:
             say(f"{edge.name} (pid {edge.pid}): {edge.stop(timeout=10, sig=signal.SIGQUIT)}")
-        replicas = [p for p in self.procs if p.tier != "nginx"]
+        replicas = [p for p in self.procs if p.tier in TIERS]
         sent = [p for p in replicas if p.send(signal.SIGTERM)]
         for proc in replicas:
             if proc not in sent:
@@ -486,6 +557,8 @@ class Fleet:
             say(f"{proc.name} (pid {proc.pid}): {'stopped' if gone else 'killed'}")
         if internal is not None:
             say(f"{internal.name} (pid {internal.pid}): {internal.stop(timeout=10, sig=signal.SIGQUIT)}")
+        if bouncer is not None:  # SIGINT: pgbouncer's safe shutdown (waits for the transactions in flight)
+            say(f"{bouncer.name} (pid {bouncer.pid}): {bouncer.stop(timeout=10, sig=signal.SIGINT)}")
         self.procs.clear()
         (self.state_dir / "fleet.json").unlink(missing_ok=True)
 
@@ -494,7 +567,7 @@ class Fleet:
         for proc in sorted(self.procs, key=lambda p: (TIERS.index(p.tier) if p.tier in TIERS else -1, p.slot)):
             alive = proc.alive()
             ready = "-"
-            if alive and proc.tier != "nginx":
+            if alive and proc.tier in TIERS:
                 status = _get(proc.probe(), timeout=1.0)
                 ready = {200: "ready", 503: "not ready", None: "no answer"}.get(status, str(status))
             rss = _rss_mb(proc.pid) if alive else None
@@ -559,9 +632,17 @@ def plan(scale: dict[str, int], environ: dict[str, str], layout: Layout, state_d
     max_connections, reserved = server_limits(env["DATABASE_URL"])
     with_db = sum(scale[s] for s in SERVICES)
     wanted = int(environ.get("DB_POOL_SIZE") or DEFAULT_POOL)
-    budget = Budget.plan(max_connections, reserved, with_db, wanted=wanted)
+    if environ.get("PGBOUNCER", "").lower() in ("1", "true", "yes"):
+        budget = BouncerBudget.plan(max_connections, reserved, len(SERVICES), client_pool=wanted)
+        server = env["DATABASE_URL"]
+        env["BAGTRACK_FLEET_DATABASE_URL"] = server  # PostgreSQL itself; DATABASE_URL now names pgbouncer
+        env["DATABASE_URL"] = make_url(server).set(host=HOST, port=layout.pgbouncer).render_as_string(
+            hide_password=False)
+        env["DB_PGBOUNCER"] = "true"
+    else:
+        budget = Budget.plan(max_connections, reserved, with_db, wanted=wanted)
     for service in SERVICES:
-        env[f"{service.upper()}_DB_POOL_SIZE"] = str(budget.pool)
+        env[f"{service.upper()}_DB_POOL_SIZE"] = str(getattr(budget, "client_pool", budget.pool))
         env[f"{service.upper()}_DB_MAX_OVERFLOW"] = "0"
     if environ.get("BAGTRACK_FLEET_INTERNAL") == "direct":
         if any(scale[s] != 1 for s in SERVICES):

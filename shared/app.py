@@ -97,6 +97,8 @@ def create_service_app(
             tasks.append(asyncio.create_task(app.state.verifier.warm_up()))
             tasks.append(asyncio.create_task(_watch_loop_lag(service)))
             tasks += [asyncio.create_task(_repeat(job, app)) for job in background]
+            if app.state.db is not None and app.state.db.pgbouncer:
+                tasks.append(asyncio.create_task(app.state.db.check_session()))
             if app.state.db is not None and app.state.db.has_replica:
                 tasks.append(asyncio.create_task(_watch_replica(app.state.db)))
             yield

@@ -10,10 +10,20 @@ sent through the pooled asyncpg connection. Measured (`bench/db_path.py`), a sho
 cost 360 µs of CPU through `AsyncConnection.execute` and 68 µs straight through asyncpg; checkout + SELECT +
 release 601 µs through SQLAlchemy in autocommit, 201 µs this way. Multi-statement transactions (and everything on SQLite, the laptop mode)
 go through SQLAlchemy as usual.
+
+Behind pgbouncer in transaction mode (`DB_PGBOUNCER=true`) a client connection reaches a different server
+connection in each transaction, so nothing may live in a server session: no prepared statement is kept (asyncpg's
+statement cache and SQLAlchemy's are off; a statement is prepared unnamed, or under a unique name when a cursor
+needs one), and `statement_timeout` cannot ride in the startup packet (pgbouncer 1.18 refuses unknown startup
+parameters): pgbouncer sets it on its server connections (`connect_query`, see scripts/fleet.py), and
+`Database.check_session` says so at start-up if it does not. asyncpg prepares with Parse/Describe/Flush — no Sync
+— so an unnamed statement's prepare and its execution stay on one server connection even outside a transaction
+(shown against a real pgbouncer in tests/scale/test_pgbouncer.py).
 """
 from __future__ import annotations
 
 import logging
+import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, Sequence
@@ -120,9 +130,14 @@ def async_url(url: str) -> str:
     return parsed.set(drivername=_ASYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(hide_password=False)
 
 
+def _unique_statement_name() -> str:
+    return f"__bagtrack_{uuid.uuid4().hex}__"
+
+
 def create_db_engine(url: str, *, service: str = "bagtrack", pool_size: int = 5, max_overflow: int = 5,
-                     pool_timeout: float = 2.0, statement_timeout_ms: int = 0) -> AsyncEngine:
-    """An async engine sized explicitly; an exhausted pool fails in pool_timeout seconds, not 30."""
+                     pool_timeout: float = 2.0, statement_timeout_ms: int = 0, pgbouncer: bool = False) -> AsyncEngine:
+    """An async engine sized explicitly; an exhausted pool fails in pool_timeout seconds, not 30. `pgbouncer`:
+    nothing kept in the server session (see the module's docstring)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -133,9 +148,14 @@ def create_db_engine(url: str, *, service: str = "bagtrack", pool_size: int = 5,
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     server_settings = {"application_name": f"bagtrack-{service}", "TimeZone": "UTC"}
-    if statement_timeout_ms:
+    if statement_timeout_ms and not pgbouncer:
         server_settings["statement_timeout"] = str(statement_timeout_ms)
     connect_args: dict = {"timeout": 3, "server_settings": server_settings}
+    if pgbouncer:
+        # asyncpg's own cache (the direct path) and SQLAlchemy's (transactions); SQLAlchemy then prepares each
+        # statement under a fresh name, never one another client left on the same server connection.
+        connect_args.update(statement_cache_size=0, prepared_statement_cache_size=0,
+                            prepared_statement_name_func=_unique_statement_name)
     if not {"ssl", "sslmode"} & set(parsed.query):
         # asyncpg's default ("prefer") asks for TLS first on every new connection; ask for it in the URL
         # (?ssl=require) when the database is not on a trusted network.
@@ -161,6 +181,14 @@ def _sqlite_begin(conn) -> None:
     # and writes later fails at once with "database is locked" when another writer got in between.
     if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _milliseconds(setting: str) -> int:
+    """A duration setting as PostgreSQL shows it ("10s", "500ms", "0") in milliseconds."""
+    for unit, factor in (("ms", 1), ("s", 1000), ("min", 60_000), ("h", 3_600_000), ("d", 86_400_000)):
+        if setting.endswith(unit) and setting[: -len(unit)].isdigit():
+            return int(setting[: -len(unit)]) * factor
+    return int(setting) if setting.isdigit() else -1
 
 
 class Conn:
@@ -205,8 +233,17 @@ class Conn:
         if self._driver is not None:
             sql, args = self._db.compiled(statement, params)
             async with self._driver.transaction():
-                async for record in self._driver.cursor(sql, *args, prefetch=batch):
-                    yield record
+                if self._db.pgbouncer:
+                    # A cursor needs a named statement; asyncpg would name it __asyncpg_stmt_<n>__, a name
+                    # another client may have left on this server connection. Freed before the commit.
+                    name = _unique_statement_name()
+                    prepared = await self._driver.prepare(sql, name=name)
+                    async for record in prepared.cursor(*args, prefetch=batch):
+                        yield record
+                    await self._driver.execute(f'DEALLOCATE "{name}"')
+                else:
+                    async for record in self._driver.cursor(sql, *args, prefetch=batch):
+                        yield record
             return
         result = await self.sa.stream(statement.execution_options(yield_per=batch), params or {})
         async for row in result:
@@ -231,7 +268,9 @@ class Database:
     def __init__(self, settings: ServiceSettings) -> None:
         options = dict(service=settings.service_name, pool_size=settings.db_pool_size,
                        max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout,
-                       statement_timeout_ms=settings.db_statement_timeout_ms)
+                       statement_timeout_ms=settings.db_statement_timeout_ms, pgbouncer=settings.db_pgbouncer)
+        self.pgbouncer = settings.db_pgbouncer
+        self.statement_timeout_ms = settings.db_statement_timeout_ms
         self.engine = create_db_engine(settings.database_url, **options)
         self.read_engine = (create_db_engine(settings.database_read_url, **options)
                             if settings.database_read_url else self.engine)
@@ -262,7 +301,8 @@ class Database:
         # Readiness pings on a connection of its own: a replica whose request pool is saturated is busy, not
         # broken, and must stay in its load balancer (one pinged through the pool would time out and be pulled).
         self._ping_engine = create_db_engine(settings.database_url, service=f"{settings.service_name}-ready",
-                                             pool_size=1, max_overflow=0, pool_timeout=settings.ready_timeout)
+                                             pool_size=1, max_overflow=0, pool_timeout=settings.ready_timeout,
+                                             pgbouncer=settings.db_pgbouncer)
         # The request pools' use on /metrics (bagtrack_db_pool_connections), read from them when Prometheus scrapes.
         capacity = settings.db_pool_size + settings.db_max_overflow
         DB_POOLS.track(self.service, "primary", self.engine, capacity)
@@ -339,6 +379,21 @@ class Database:
             expanded = compiled._process_parameters_for_postcompile(values)
             sql, names, processors = expanded.statement, expanded.positiontup, {**processors, **expanded.processors}
         return sql, [processors[name](values[name]) if name in processors else values[name] for name in names]
+
+    async def check_session(self) -> None:
+        """At start-up behind pgbouncer: warn when the server connections it hands out do not carry this
+        service's statement_timeout (pgbouncer's connect_query sets it; the startup packet cannot)."""
+        if not self.pgbouncer or self.dialect != "postgresql" or not self.statement_timeout_ms:
+            return
+        try:
+            async with self.read() as conn:
+                seen = await conn.scalar(text("SELECT current_setting('statement_timeout')"))
+        except Exception as exc:  # noqa: BLE001 — the database may not be up yet: readiness says so, not this
+            log.warning("statement_timeout behind pgbouncer not checked (%s: %s)", type(exc).__name__, exc)
+            return
+        if _milliseconds(seen) != self.statement_timeout_ms:
+            log.warning("behind pgbouncer the server's statement_timeout is %s, not this service's %s ms: set it "
+                        "with pgbouncer's connect_query for this database", seen, self.statement_timeout_ms)
 
     async def ping(self) -> None:
         """Raise if the primary database does not answer a trivial query (on the ping's own connection)."""

@@ -13,6 +13,7 @@ from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import MetaData, create_engine, pool, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from shared.topology import SERVICES
 
@@ -43,8 +44,14 @@ def ensure_database_exists(url: str) -> None:
         with admin.connect() as conn:
             exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}).scalar()
             if not exists:
-                conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-                log.info("created database %s", parsed.database)
+                try:
+                    conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+                    log.info("created database %s", parsed.database)
+                except (IntegrityError, ProgrammingError) as exc:
+                    # Another migrator created it between the check and here (duplicate_database, or the
+                    # catalogue's unique index when both got past the check at once): it exists, as wanted.
+                    if getattr(exc.orig, "pgcode", None) not in ("42P04", "23505"):
+                        raise
     finally:
         admin.dispose()
 
@@ -60,18 +67,15 @@ def run_migrations(metadata: MetaData) -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     is_pg = engine.dialect.name == "postgresql"
     with engine.connect() as conn:
-        if is_pg:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
-            conn.commit()
-        try:
-            context.configure(connection=conn, target_metadata=metadata, render_as_batch=not is_pg)
-            with context.begin_transaction():
-                context.run_migrations()
-            conn.commit()
-        finally:
+        context.configure(connection=conn, target_metadata=metadata, render_as_batch=not is_pg)
+        with context.begin_transaction():
             if is_pg:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _ADVISORY_LOCK_ID})
-                conn.commit()
+                # Every revision runs in this one transaction, and its first statement takes a transaction-scoped
+                # lock: a second migrator waits here, then reads the version the first committed. Being
+                # transaction-scoped, it holds through pgbouncer in transaction mode too (a session lock would not).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
+            context.run_migrations()
+        conn.commit()
     engine.dispose()
 
 

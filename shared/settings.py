@@ -124,6 +124,9 @@ class ServiceSettings(CommonSettings):
     db_max_overflow: int = Field(0, ge=0, le=100)
     db_pool_timeout: float = Field(2.0, gt=0, le=30)
     db_statement_timeout_ms: int = Field(10_000, ge=0)
+    # PostgreSQL is reached through pgbouncer in transaction mode: no prepared statement is kept between
+    # transactions and statement_timeout is left to pgbouncer's connect_query (shared.db, docs/scale-out.md).
+    db_pgbouncer: bool = Field(False, validation_alias=_env("DB_PGBOUNCER"))
     # The service's breaker on its own database (shared.db): open after half of >= db_breaker_min_calls checkouts
     # in 10 s could not connect (or lost the connection); one probe after db_breaker_reset_timeout seconds.
     db_breaker_min_calls: int = Field(5, ge=1)

@@ -141,16 +141,64 @@ def test_requests_spread_over_the_replicas(fleet):
 
 # --- faults and deploys under load -----------------------------------------------------------------------------
 
-def test_a_replica_killed_under_load_loses_no_request(fleet):
+# Every tier in the long run (make test-scale: each at 2 replicas); scanning, the busiest, in the smoke.
+@pytest.mark.parametrize("tier", ["scanning"] + (["auth", "billing", "dashboard", "gateway"] if LONG else []))
+def test_a_replica_killed_under_load_loses_no_request(fleet, tier):
     load = Load(fleet, users=60 if LONG else 30, duration=20 if LONG else 8)
     load.wait_for_users()
-    victim = fleet.replicas("scanning")[0]
+    victim = fleet.replicas(tier)[0]
     os.kill(victim.pid, signal.SIGKILL)
     failures, out = load.failures()
     assert failures == 0, out
     # The dead replica is replaced by a restart (which also replaces the live one).
+    fleet.restart(tier, say=print)
+    assert all(p.alive() for p in fleet.replicas(tier)) and victim not in fleet.procs
+
+
+def test_keyed_writes_retried_across_a_killed_replica_land_once(fleet):
+    """Four scanners send 24 child scans, each with its scan_id, and a scanning replica is SIGKILLed among them.
+    A scan that got no answer, or a 5xx, is sent again with the same scan_id (what the key is for): every
+    child lands on the parent exactly once, in the bag and in the scan log."""
+    with dispatcher(fleet) as gw:
+        parent = f"SB{int.from_bytes(os.urandom(2), 'big') % 90000 + 10000:05d}"
+        assert gw.post("/scans/parent", json={"qr_id": parent, "scan_id": os.urandom(8).hex()}).status_code == 200
+        children_qr = [f"{parent}-K{i}" for i in range(24)]
+        resent: list[str] = []
+        outcomes: dict[str, int] = {}
+
+        def scan(child: str) -> None:
+            key = os.urandom(8).hex()
+            for _ in range(20):
+                try:
+                    response = gw.post("/scans/child", json={"parent_qr": parent, "child_qr": child, "scan_id": key})
+                except httpx.TransportError:
+                    response = None
+                if response is not None and response.status_code < 500:
+                    outcomes[child] = response.status_code
+                    return
+                resent.append(child)
+                time.sleep(0.2)
+
+        def scanner(mine: list[str]) -> None:
+            for child in mine:
+                scan(child)
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=scanner, args=(children_qr[i::4],)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        victim = fleet.replicas("scanning")[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        for thread in threads:
+            thread.join(60)
+        print(f"\nsent again after no answer or a 5xx: {len(resent)} ({sorted(set(resent))})")
+        assert outcomes == {child: 200 for child in children_qr}, outcomes
+        bag = gw.get(f"/bags/{parent}").json()
+        assert bag["child_count"] == len(children_qr), bag
+        log = gw.get("/scans", params={"qr": parent, "kind": "child", "limit": 100}).json()["items"]
+        assert sorted(item["child_qr"] for item in log) == sorted(children_qr), log
     fleet.restart("scanning", say=print)
-    assert all(p.alive() for p in fleet.replicas("scanning")) and victim not in fleet.procs
 
 
 @pytest.mark.parametrize("tier", ["scanning", "gateway"] + (["auth", "billing", "dashboard"] if LONG else []))
