@@ -20,7 +20,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                   max_headers_total_bytes=settings.max_headers_total_bytes,
                   max_authorization_bytes=settings.max_authorization_bytes,
                   body_stall_timeout=settings.body_stall_timeout,
-                  stream_read_timeout=settings.stream_read_timeout)
+                  stream_read_timeout=settings.stream_read_timeout, rate_limits=settings.rate_limits,
+                  bulkheads=settings.bulkhead_caps())
     app = create_service_app(settings, title="bagtrack gateway", routers=[ops.router],
                              upstreams=settings.upstream_urls(), on_startup=[proxy.attach],
                              readiness=ops.upstream_readiness, front=(API_PREFIX + "/", proxy), own_docs=False)

@@ -40,6 +40,37 @@ class GatewaySettings(CommonSettings):
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(GATEWAY_OPS_PORT, ge=0, le=65535)
 
+    # Per-caller rate limits (gateway/limits.py: GCRA, shared by the gateway replicas through Redis): a sustained
+    # rate per second and a burst. Sized so a scanner (~1/s with bursts), a dashboard page, the web app replaying
+    # an offline backlog on Retry-After and `make loadtest`'s shared accounts (up to 10 users on one) are never
+    # refused, while a script looping as fast as it can is.
+    rate_limits: bool = True
+    rate_read_per_second: float = Field(50.0, gt=0)
+    rate_read_burst: int = Field(150, ge=1)
+    rate_write_per_second: float = Field(20.0, gt=0)
+    rate_write_burst: int = Field(60, ge=1)
+    # Per client address, on the routes that need no token (a whole shift may share one NAT address).
+    rate_anonymous_per_second: float = Field(30.0, gt=0)
+    rate_anonymous_burst: int = Field(300, ge=1)
+
+    # Bulkheads: requests in flight from this gateway to one upstream, at most; past it, 503 + Retry-After at once
+    # (never a queue), so one slow service cannot take the gateway's capacity from the others. Event streams are
+    # not counted (they are long by design; max_client_connections bounds them). `bulkheads` overrides per
+    # upstream: "billing=50 dashboard=40". Below each upstream pool's max_connections, so the pool never queues.
+    bulkhead_max_in_flight: int = Field(150, ge=1)
+    bulkheads: str = ""
+
+    def bulkhead_caps(self) -> dict[str, int]:
+        """Each upstream's cap: the default, or its override."""
+        caps = {name: self.bulkhead_max_in_flight for name in SERVICES}
+        for item in self.bulkheads.replace(",", " ").split():
+            name, _, value = item.partition("=")
+            if name not in caps or not value.isdigit() or int(value) < 1:
+                raise ValueError(f"GATEWAY_BULKHEADS item {item!r}: expected <service>=<n>, a service among "
+                                 f"{', '.join(SERVICES)}")
+            caps[name] = int(value)
+        return caps
+
     def upstream_urls(self) -> dict[str, str]:
         """Base URL of every service, by name."""
         return {name: getattr(self, f"{name}_url") for name in SERVICES}

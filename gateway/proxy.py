@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from urllib.parse import quote
 
 import aiohttp
 
+from prometheus_client import Counter, Gauge
+
+from gateway.limits import Limit, Limiter, refusal_headers
 from gateway.routes import API_PREFIX, resolve
 from shared.errors import PROBLEM_JSON, ProblemError, Unauthorized, problem_body
 from shared.http import ResilientClient
@@ -31,6 +35,13 @@ _RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id", b"date", b"server"}
 _PREFIX_LEN = len(API_PREFIX)
 _RAW_PREFIX = API_PREFIX.encode() + b"/"
 _CLOSE = {"Connection": "close"}
+
+UPSTREAM_IN_FLIGHT = Gauge("bagtrack_upstream_in_flight", "Requests in flight from this gateway to an upstream "
+                           "(its bulkhead counts these; event streams excluded)", ["upstream"])
+BULKHEAD_CAP = Gauge("bagtrack_bulkhead_capacity", "The bulkhead's cap on requests in flight to an upstream",
+                     ["upstream"])
+BULKHEAD_REJECTED = Counter("bagtrack_bulkhead_rejected_total",
+                            "Requests answered 503 at once because their upstream's bulkhead was full", ["upstream"])
 
 
 class BodyTooLarge(Exception):
@@ -61,19 +72,36 @@ class Proxy:
 
     def __init__(self, max_body_bytes: int, *, max_header_bytes: int = 8 * 1024,
                  max_headers_total_bytes: int = 32 * 1024, max_authorization_bytes: int = 4 * 1024,
-                 body_stall_timeout: float = 30.0, stream_read_timeout: float = 60.0) -> None:
+                 body_stall_timeout: float = 30.0, stream_read_timeout: float = 60.0,
+                 rate_limits: bool = True, bulkheads: dict[str, int] | None = None) -> None:
         self.max_body_bytes = max_body_bytes
         self.stream_read_timeout = stream_read_timeout
         self.body_stall_timeout = body_stall_timeout
         self.max_header_bytes = max_header_bytes
         self.max_headers_total_bytes = max_headers_total_bytes
         self.max_authorization_bytes = max_authorization_bytes
+        self.rate_limits = rate_limits
+        # Bulkheads: requests in flight to each upstream and the cap (one event loop: plain counters suffice).
+        self.caps = dict(bulkheads or {})
+        self.in_flight = dict.fromkeys(self.caps, 0)
+        self._in_flight_gauge = {name: UPSTREAM_IN_FLIGHT.labels(name) for name in self.caps}
+        self._rejected = {name: BULKHEAD_REJECTED.labels(name) for name in self.caps}
+        for name, cap in self.caps.items():
+            BULKHEAD_CAP.labels(name).set(cap)
         self.clients: dict[str, ResilientClient] | None = None
         self.auth: TokenVerifier | None = None
+        self.limiter: Limiter | None = None
 
     async def attach(self, app) -> None:
-        """Start forwarding with the app's clients and token verifier (a start-up hook)."""
+        """Start forwarding with the app's clients, token verifier and rate limits (a start-up hook)."""
         self.clients, self.auth = app.state.clients, app.state.verifier
+        settings = app.state.settings
+        if self.rate_limits:
+            self.limiter = Limiter(
+                app.state.cache,
+                read=Limit("read", settings.rate_read_per_second, settings.rate_read_burst),
+                write=Limit("write", settings.rate_write_per_second, settings.rate_write_burst),
+                anonymous=Limit("anonymous", settings.rate_anonymous_per_second, settings.rate_anonymous_burst))
 
     async def __call__(self, scope, receive, send) -> None:
         # Headers first: before the route, the token check (and its memo) and anything forwarded.
@@ -94,11 +122,22 @@ class Proxy:
                                       headers={"Retry-After": "1"})
 
         forward, content_length, chunked = upstream_headers(scope)
+        user_id = None
         if not route.public:
             try:
-                await auth.authenticate(forward.get("authorization"))
+                user_id = (await auth.authenticate(forward.get("authorization"))).user_id
             except ProblemError as exc:
                 return await send_problem(send, exc.status, exc.detail, slug=exc.slug, headers=exc.headers)
+        if self.limiter is not None:
+            # After the token check (a bad token is a 401, not a count against anyone), before the body is read.
+            client = scope.get("client")
+            limit, decision = await self.limiter.check(method, user_id, client[0] if client else None)
+            if not decision.allowed:
+                who = "this user" if user_id is not None else "this address"
+                return await send_problem(
+                    send, 429, f"rate limit for {who} passed ({limit.name}: {limit.per_second:g}/s, burst "
+                    f"{limit.burst}); retry in {max(1, math.ceil(decision.retry_after))} s",
+                    slug="rate-limited", headers=refusal_headers(decision))
 
         body = None
         if content_length is not None:
@@ -124,12 +163,26 @@ class Proxy:
         # A write that carries an idempotency key may be retried safely when the connection fails.
         retry = True if "idempotency-key" in forward or carries_key(body, route.body_key) else None
         timeout = self.stream_read_timeout if route.stream else None
+        name = route.upstream
+        counted = not route.stream and name in self.caps
+        if counted:
+            if self.in_flight[name] >= self.caps[name]:
+                self._rejected[name].inc()
+                return await send_problem(send, 503, f"{name} already has {self.caps[name]} requests in flight from "
+                                          "this gateway; retry shortly", slug="upstream-busy",
+                                          headers={"Retry-After": "1"})
+            self.in_flight[name] += 1
+            self._in_flight_gauge[name].inc()
         try:
-            async with clients[route.upstream].stream(method, target, headers=forward, data=body,
-                                                      retry=retry, timeout=timeout) as upstream:
-                await relay(upstream, receive, send, route.upstream)
+            async with clients[name].stream(method, target, headers=forward, data=body,
+                                            retry=retry, timeout=timeout) as upstream:
+                await relay(upstream, receive, send, name)
         except ProblemError as exc:
             await send_problem(send, exc.status, exc.detail, slug=exc.slug, headers=exc.headers)
+        finally:
+            if counted:
+                self.in_flight[name] -= 1
+                self._in_flight_gauge[name].dec()
 
     def _check_headers(self, headers) -> ProblemError | None:
         """431 (closing the connection) for one header or all of them past the limits; 401 for an oversize

@@ -5,11 +5,14 @@ to this process (so login limits stay strict per replica); Redis is retried afte
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Iterable, Sequence
 
-from shared.resp import RedisError, RespClient
+from shared import gcra
+from shared.gcra import Decision
+from shared.resp import RedisError, ReplyError, RespClient
 
 log = logging.getLogger("bagtrack.cache")
 
@@ -102,6 +105,21 @@ class MemoryCache:
         self._data[key] = (expires, count)
         return count, expires - now
 
+    async def gcra(self, key: str, interval: float, burst: int) -> Decision:
+        return self.gcra_now(key, interval, burst)
+
+    def gcra_now(self, key: str, interval: float, burst: int) -> Decision:
+        """One request against a rate limit kept in this process (shared.gcra)."""
+        now = time.monotonic()
+        entry = self._data.get(key)
+        tat = entry[1] if entry is not None and entry[0] > now else None
+        decision, new_tat = gcra.step(tat, now, interval, burst)
+        if new_tat is not None:
+            if len(self._data) >= self._max_entries:
+                self._evict_expired()
+            self._data[key] = (new_tat, new_tat)  # expires when the bucket is full again
+        return decision
+
     async def clear(self) -> None:
         self._data.clear()
 
@@ -131,6 +149,7 @@ class RedisCache:
         self._fallback = MemoryCache(namespace)
         self._down_until = 0.0
         self._retry_after = retry_after
+        self._gcra_sha = hashlib.sha1(gcra.SCRIPT.encode()).hexdigest()
 
     @property
     def available(self) -> bool:
@@ -231,6 +250,27 @@ class RedisCache:
             except RedisError as exc:
                 self._failed(exc)
         return self._fallback.incr_now(key, ttl)
+
+    async def gcra(self, key: str, interval: float, burst: int) -> Decision:
+        """A rate limit shared by every replica (shared.gcra, one atomic script on Redis's clock); this process's
+        own while Redis is away, so a limit is never lifted, only counted per replica for a while."""
+        if self.available:
+            try:
+                reply = await self._script(gcra.SCRIPT, self._gcra_sha, self._prefix + key,
+                                           max(1, round(interval * 1e6)), burst)
+                return gcra.from_reply(reply, burst)
+            except RedisError as exc:
+                self._failed(exc)
+        return self._fallback.gcra_now(key, interval, burst)
+
+    async def _script(self, script: str, sha: str, key: str, *args):
+        """EVALSHA, loading the script once when Redis does not know it (a restart, a flush)."""
+        try:
+            return await self._client.call("EVALSHA", sha, 1, key, *args)
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self._client.call("EVAL", script, 1, key, *args)
 
     async def clear(self) -> None:
         """Drop every key of this namespace (and the local fallback counters)."""
