@@ -21,7 +21,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                   max_authorization_bytes=settings.max_authorization_bytes,
                   body_stall_timeout=settings.body_stall_timeout,
                   stream_read_timeout=settings.stream_read_timeout, rate_limits=settings.rate_limits,
-                  bulkheads=settings.bulkhead_caps())
+                  bulkheads=settings.bulkhead_caps(), request_budget=settings.request_budget)
     app = create_service_app(settings, title="bagtrack gateway", routers=[ops.router],
                              upstreams=settings.upstream_urls(), on_startup=[proxy.attach],
                              readiness=ops.upstream_readiness, front=(API_PREFIX + "/", proxy), own_docs=False)

@@ -53,6 +53,10 @@ class GatewaySettings(CommonSettings):
     rate_anonymous_per_second: float = Field(30.0, gt=0)
     rate_anonymous_burst: int = Field(300, ge=1)
 
+    # Every forwarded request's total time budget (event streams excepted), passed downstream in
+    # X-Request-Budget-Ms so the services stop work nobody waits for (shared/deadline.py). 0: none.
+    request_budget: float = Field(8.0, ge=0, le=600)
+
     # Bulkheads: requests in flight from this gateway to one upstream, at most; past it, 503 + Retry-After at once
     # (never a queue), so one slow service cannot take the gateway's capacity from the others. Event streams are
     # not counted (they are long by design; max_client_connections bounds them). `bulkheads` overrides per

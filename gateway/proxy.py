@@ -17,6 +17,7 @@ import aiohttp
 from prometheus_client import Counter, Gauge
 
 from gateway.limits import Limit, Limiter, refusal_headers
+from shared import deadline
 from gateway.routes import API_PREFIX, resolve
 from shared.errors import PROBLEM_JSON, ProblemError, Unauthorized, problem_body
 from shared.http import ResilientClient
@@ -28,8 +29,9 @@ log = logging.getLogger("bagtrack.gateway")
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
                         b"trailer", b"trailers", b"transfer-encoding", b"upgrade"})
 # Request headers that describe only the client->gateway hop, or that the gateway writes itself.
+# A client's X-Request-Budget-Ms is dropped: only the gateway sets a request's budget (shared/deadline.py).
 _REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-request-id", b"x-forwarded-for",
-                              b"x-forwarded-proto"}
+                              b"x-forwarded-proto", deadline.RAW_HEADER}
 # Response headers the gateway's own server (or middleware) writes: passing them on would duplicate them.
 _RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id", b"date", b"server"}
 _PREFIX_LEN = len(API_PREFIX)
@@ -73,7 +75,8 @@ class Proxy:
     def __init__(self, max_body_bytes: int, *, max_header_bytes: int = 8 * 1024,
                  max_headers_total_bytes: int = 32 * 1024, max_authorization_bytes: int = 4 * 1024,
                  body_stall_timeout: float = 30.0, stream_read_timeout: float = 60.0,
-                 rate_limits: bool = True, bulkheads: dict[str, int] | None = None) -> None:
+                 rate_limits: bool = True, bulkheads: dict[str, int] | None = None,
+                 request_budget: float | None = None) -> None:
         self.max_body_bytes = max_body_bytes
         self.stream_read_timeout = stream_read_timeout
         self.body_stall_timeout = body_stall_timeout
@@ -81,6 +84,7 @@ class Proxy:
         self.max_headers_total_bytes = max_headers_total_bytes
         self.max_authorization_bytes = max_authorization_bytes
         self.rate_limits = rate_limits
+        self.request_budget = request_budget
         # Bulkheads: requests in flight to each upstream and the cap (one event loop: plain counters suffice).
         self.caps = dict(bulkheads or {})
         self.in_flight = dict.fromkeys(self.caps, 0)
@@ -163,6 +167,8 @@ class Proxy:
         # A write that carries an idempotency key may be retried safely when the connection fails.
         retry = True if "idempotency-key" in forward or carries_key(body, route.body_key) else None
         timeout = self.stream_read_timeout if route.stream else None
+        if self.request_budget and not route.stream:
+            deadline.start(self.request_budget)  # sent on by the client below, in X-Request-Budget-Ms
         name = route.upstream
         counted = not route.stream and name in self.caps
         if counted:

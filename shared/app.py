@@ -129,7 +129,8 @@ def create_service_app(
     # NUL and lone surrogates refused before any handler (or the gateway's proxy, which checks path and query only).
     app.add_middleware(InputGuard, bodies=front is None)
     app.add_middleware(LivenessFastPath)
-    app.add_middleware(RequestContextMiddleware, service=service, access_log_enabled=settings.access_log)
+    app.add_middleware(RequestContextMiddleware, service=service, access_log_enabled=settings.access_log,
+                       trust_deadline=service != "gateway")
     app.add_middleware(ClientAddressMiddleware, trusted=trusted_proxies(settings))  # outermost: sets the client
     app.include_router(ops_router)
     for router in routers:

@@ -22,6 +22,7 @@ parameters): pgbouncer sets it on its server connections (`connect_query`, see s
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from contextlib import asynccontextmanager
@@ -41,7 +42,9 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import Select
 
+from shared import deadline
 from shared.breaker import CircuitBreaker, CircuitOpen
+from shared.deadline import DeadlineExceeded
 from shared.errors import DependencyUnavailable, ServiceUnavailable, problem_response
 from shared.metrics import DB_POOLS
 from shared.settings import ServiceSettings
@@ -250,8 +253,16 @@ class Conn:
             yield row._mapping
 
     async def _direct(self, call, sql: str, args: Sequence[Any]):
+        left = deadline.remaining()
         try:
-            return await call(sql, *args)
+            if left is None:
+                return await call(sql, *args)
+            if left <= 0:
+                raise DeadlineExceeded()
+            return await call(sql, *args, timeout=left)  # asyncpg cancels it in PostgreSQL when it expires
+        except asyncio.TimeoutError as exc:
+            log.warning("statement cancelled: the request's budget ran out (503 deadline-exceeded)")
+            raise DeadlineExceeded("the request's time budget ran out while the database worked") from exc
         except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
             raise IntegrityError(sql, args, exc) from exc
         except _CONNECTION_LOST as exc:
@@ -421,6 +432,9 @@ class Database:
 
         A direct one is the pool's own connection (no SQLAlchemy Connection around it: ~100 µs less a checkout);
         asyncpg runs each of its statements in autocommit, and nothing ever begins a transaction on it."""
+        left = deadline.remaining()
+        if left is not None and left <= 0:
+            raise DeadlineExceeded()  # whoever asked has given up: no connection, no statement
         breaker = self.breaker
         try:
             breaker.before_call()

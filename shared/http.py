@@ -16,7 +16,9 @@ from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 
+from shared import deadline
 from shared.breaker import CircuitBreaker, CircuitOpen
+from shared.deadline import DeadlineExceeded
 from shared.errors import DEPENDENCY_FAILURE_HEADER, DependencyUnavailable, ProblemError
 from shared.logging import request_id_var
 from shared.metrics import BREAKER_STATE, UPSTREAM_LATENCY
@@ -182,6 +184,14 @@ class ResilientClient:
         request_id = request_id_var.get()
         if request_id and "X-Request-ID" not in outgoing and "x-request-id" not in outgoing:
             outgoing["X-Request-ID"] = request_id
+        left = deadline.remaining()
+        if left is not None:
+            # What is left of the request's budget (shared.deadline): sent on, and never waited past.
+            if left <= 0:
+                self._release(session)
+                raise DeadlineExceeded()
+            outgoing[deadline.HEADER] = deadline.header_value(left)
+            timeout = min(self.timeout.sock_read or left if timeout is None else timeout, left)
         budget = self.timeout if timeout is None else aiohttp.ClientTimeout(
             total=None, connect=min(self.timeout.connect or timeout, timeout), sock_read=timeout)
         start = time.perf_counter()

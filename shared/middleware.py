@@ -8,6 +8,7 @@ import os
 import re
 import time
 
+from shared import deadline
 from shared.errors import PROBLEM_JSON, problem_body
 from shared.logging import request_id_var
 from shared.metrics import IN_FLIGHT, LATENCY, REQUESTS
@@ -31,8 +32,10 @@ def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app, *, service: str, access_log_enabled: bool = True) -> None:
+    def __init__(self, app, *, service: str, access_log_enabled: bool = True, trust_deadline: bool = True) -> None:
         self.app = app
+        # Services take the deadline their caller sent (shared.deadline); the gateway sets its own instead.
+        self.trust_deadline = trust_deadline
         self.service = service
         self.access_log_enabled = access_log_enabled
         self._series: dict[tuple[str, str, int], tuple] = {}  # (method, route, status) -> its metric children
@@ -53,6 +56,8 @@ class RequestContextMiddleware:
             return
         request_id = incoming_request_id(scope["headers"])
         request_id_var.set(request_id)
+        if self.trust_deadline:
+            deadline.from_headers(scope["headers"])
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
         status = 500
