@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import logging
+import random
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from shared.breaker import CircuitBreaker, CircuitOpen
 from shared.deadline import DeadlineExceeded
 from shared.errors import DEPENDENCY_FAILURE_HEADER, DependencyUnavailable, ProblemError
 from shared.logging import request_id_var
-from shared.metrics import BREAKER_STATE, UPSTREAM_LATENCY
+from shared.metrics import BREAKER_STATE, UPSTREAM_LATENCY, UPSTREAM_RETRIES
 
 log = logging.getLogger("bagtrack.http")
 
@@ -71,6 +72,9 @@ class ResilientClient:
         breaker: dict | None = None,
         retries: int = 1,
         max_age: float = 0.0,
+        retry_ratio: float = 0.2,
+        retry_burst: int = 100,
+        retry_jitter: float = 0.02,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -78,6 +82,13 @@ class ResilientClient:
         self.timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=timeout)
         self.max_connections = max_connections
         self.retries = retries
+        # The retry budget: each call earns `retry_ratio` of a retry, up to `retry_burst` saved; a retry spends one.
+        # So retries stay a fraction of traffic — when an upstream is really down they stop at once instead of
+        # doubling its load — while a restart's handful of broken connections is always retried.
+        self.retry_ratio, self.retry_burst, self.retry_jitter = retry_ratio, retry_burst, retry_jitter
+        self._retry_tokens = float(retry_burst)
+        self._retried = UPSTREAM_RETRIES.labels(service, name, "retried")
+        self._refused_retry = UPSTREAM_RETRIES.labels(service, name, "over_budget")
         gauge = BREAKER_STATE.labels(service, name)
         self.breaker = CircuitBreaker(
             name, **(breaker or {}),
@@ -101,7 +112,9 @@ class ResilientClient:
         """The client to `name` that a process's settings describe (timeouts, pool size, breaker)."""
         return cls(name, base_url, service=settings.service_name, timeout=settings.upstream_timeout,
                    connect_timeout=settings.connect_timeout, max_connections=settings.max_connections,
-                   breaker=settings.breaker_options(), max_age=settings.upstream_connection_max_age)
+                   breaker=settings.breaker_options(), max_age=settings.upstream_connection_max_age,
+                   retry_ratio=settings.upstream_retry_ratio, retry_burst=settings.upstream_retry_burst,
+                   retry_jitter=settings.upstream_retry_jitter)
 
     async def start(self) -> None:
         if self._session is None:
@@ -126,6 +139,19 @@ class ResilientClient:
         # ride along on somebody else's next request (and jar bookkeeping costs per request).
         return aiohttp.ClientSession(connector=connector, timeout=self.timeout, cookie_jar=aiohttp.DummyCookieJar(),
                                      auto_decompress=False, skip_auto_headers=("User-Agent",))
+
+    async def _may_retry(self) -> bool:
+        """Spend one retry from the budget, after a short random pause (jitter: callers that failed together do
+        not all come back in the same millisecond); False when the budget or the request's deadline is spent."""
+        left = deadline.remaining()
+        if self._retry_tokens < 1 or (left is not None and left <= self.retry_jitter):
+            self._refused_retry.inc()
+            return False
+        self._retry_tokens -= 1
+        self._retried.inc()
+        if self.retry_jitter:
+            await asyncio.sleep(random.uniform(0, self.retry_jitter))
+        return True
 
     def _recycle(self) -> None:
         old, self._session, self._born = self._session, self._pooled(), time.monotonic()
@@ -174,6 +200,7 @@ class ResilientClient:
         if self._session is None:
             await self.start()
         may_retry = (method in SAFE_METHODS) if retry is None else retry
+        self._retry_tokens = min(self.retry_burst, self._retry_tokens + self.retry_ratio)
         attempts = 1 + (self.retries if may_retry else 0)
         if may_retry and self.max_age and time.monotonic() - self._born > self.max_age:
             self._recycle()
@@ -213,7 +240,7 @@ class ResilientClient:
                     if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
                         outcome = "timeout"
                         raise UpstreamTimeout(f"{self.name} did not answer in time", upstream=self.name) from exc
-                    if attempt + 1 < attempts:
+                    if attempt + 1 < attempts and await self._may_retry():
                         log.info("retrying %s %s after %s", method, url, type(exc).__name__)
                         continue
                     outcome = "unreachable"
@@ -223,7 +250,7 @@ class ResilientClient:
                     # and close a half-open breaker on a call that never finished.
                     self.breaker.record_cancelled()
                     raise
-                if response.status == 502 and attempt + 1 < attempts:
+                if response.status == 502 and attempt + 1 < attempts and await self._may_retry():
                     # No bagtrack service answers 502 itself: it is a balancer in between (nginx) whose replica
                     # broke the connection mid-request. nginx passes a safe request on to the next replica by
                     # itself but never a POST; a keyed write is safe to send again, so it is, once.

@@ -37,6 +37,9 @@ DEPENDENCY_UP = Gauge("bagtrack_dependency_up", "1 if the last readiness check r
 RATE_LIMITED = Counter("bagtrack_rate_limited_total", "Requests refused with 429 by a rate limit or failure throttle",
                        ["service", "limit"])
 AUTH_LOCKOUTS = Counter("bagtrack_auth_lockouts_total", "Accounts locked by too many wrong passwords", ["service"])
+UPSTREAM_RETRIES = Counter("bagtrack_upstream_retries_total",
+                           "Calls to an upstream sent again (retried), or not because the retry budget or the "
+                           "request's deadline was spent (over_budget)", ["service", "upstream", "outcome"])
 
 
 def metrics_response() -> Response:

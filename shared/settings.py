@@ -54,6 +54,12 @@ class CommonSettings(BaseSettings):
     upstream_connection_max_age: float = Field(0.0, ge=0, le=3600,
                                                validation_alias=_env("UPSTREAM_CONNECTION_MAX_AGE"))
     max_connections: int = Field(200, ge=1, le=10_000)  # per upstream
+    # Retries to another service (shared.http): safe calls and keyed writes, once, after a broken connection or a
+    # balancer's 502 — within a budget of this fraction of calls (with this many saved up), after a random
+    # pause of up to `jitter` seconds.
+    upstream_retry_ratio: float = Field(0.2, ge=0, le=1, validation_alias=_env("UPSTREAM_RETRY_RATIO"))
+    upstream_retry_burst: int = Field(100, ge=0, le=10_000, validation_alias=_env("UPSTREAM_RETRY_BURST"))
+    upstream_retry_jitter: float = Field(0.02, ge=0, le=1, validation_alias=_env("UPSTREAM_RETRY_JITTER"))
     # The breaker (shared.breaker): opens when >= breaker_failure_rate of >= breaker_min_calls calls in the last
     # breaker_window seconds failed; after breaker_reset_timeout s, breaker_probes trial calls decide.
     breaker_window: float = Field(10.0, ge=1, le=300)

@@ -297,3 +297,28 @@ def test_pools_older_than_max_age_are_replaced_without_cutting_what_they_carry()
         assert peers[0] == peers[1] == peers[2] and peers[3] != peers[0]
 
     asyncio.run(main())
+
+
+def test_retries_stay_within_the_retry_budget():
+    """An upstream behind a balancer that answers every call 502: with a budget of 20% of calls and 3 saved up,
+    100 calls are sent again 3 + 20 times at most, not 100 (a down upstream's load is not doubled); the refusals
+    are counted. The jitter pauses each retry by up to its bound."""
+    calls = []
+
+    async def broken(request: web.Request) -> web.Response:
+        calls.append(1)
+        return web.json_response({"detail": "no live upstreams"}, status=502)
+
+    async def main() -> tuple[float, float]:
+        async with upstream([web.get("/x", broken)]) as url, client_for(
+                url, retry_ratio=0.2, retry_burst=3, retry_jitter=0.01, breaker={"min_calls": 10_000}) as client:
+            # The counters are the process's (labelled service/upstream): what these 100 calls add to them.
+            before = client._retried._value.get(), client._refused_retry._value.get()
+            for _ in range(100):
+                assert (await client.request("GET", "/x")).status == 502
+            return client._retried._value.get() - before[0], client._refused_retry._value.get() - before[1]
+
+    retried, refused = asyncio.run(main())
+    assert retried + refused == 100
+    assert 20 <= retried <= 3 + 20, retried
+    assert len(calls) == 100 + retried
