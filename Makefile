@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run up ps down restart contracts test test-fuzz test-scale venv tools migrate create-admin rotate-key bench seed seed-bills bench-scanning bench-billing bench-dashboard loadtest clean
+.PHONY: run up ps down restart contracts test test-fuzz test-scale test-faults venv tools migrate create-admin rotate-key bench seed seed-bills bench-scanning bench-billing bench-dashboard loadtest clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -41,6 +41,11 @@ test: venv tools
 # (the smoke of the same runs in `make test`). PGBOUNCER=1: the same, the services behind pgbouncer.
 test-scale: venv tools
 	@BAGTRACK_SCALE_LONG=1 BAGTRACK_SCALE_PGBOUNCER=$(if $(PGBOUNCER),1,0) $(PY) -m pytest tests/scale -q $(PYTEST_ARGS)
+
+# The fault suite, long (8 s phases, 40 req/s): make up's processes, a replica killed, Redis stopped and started,
+# scanning's database cut and slowed, the dashboard frozen; a table per fault (its short form runs in `make test`).
+test-faults: venv tools
+	@BAGTRACK_FAULTS_LONG=1 $(PY) -m pytest tests/faults -q -s $(PYTEST_ARGS)
 
 # Both fuzzers, long: the in-process route fuzz (400 hostile requests per route and role) and schemathesis through
 # the real gateway as each role (200 examples per operation): about 12-15 minutes.

@@ -96,13 +96,16 @@ def db_session(app) -> Iterator[Session]:
 
 
 class TcpProxy:
-    """A loopback TCP proxy to a real server that a test can stop (refuse and cut every connection, like a
-    database that went down) and start again on the same port. Runs its own event loop in a thread."""
+    """A loopback TCP fault proxy to a real server: a test can stop it (refuse and cut every connection, like a
+    database that went down) and start it again on the same port, hang it (a blackhole: connections stay open,
+    nothing passes), slow it (`latency` seconds added to every chunk, each way) or cut the open connections while
+    still accepting new ones (`drop`). Runs its own event loop in a thread."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
         self.hung = False  # hang(): bytes are swallowed both ways, connections stay open (a server that froze)
+        self.latency = 0.0  # slow(): seconds each chunk waits before it is passed on, in either direction
         self._loop = asyncio.new_event_loop()
         self._server = None
         self._writers: set = set()
@@ -117,6 +120,8 @@ class TcpProxy:
                 while chunk := await reader.read(65536):
                     if self.hung:
                         continue
+                    if self.latency:
+                        await asyncio.sleep(self.latency)
                     writer.write(chunk)
                     await writer.drain()
             except (ConnectionError, asyncio.CancelledError):
@@ -143,6 +148,19 @@ class TcpProxy:
     def hang(self, hung: bool = True) -> None:
         """Accept and keep connections but answer nothing (`hang(False)` forwards again)."""
         self.hung = hung
+
+    def slow(self, latency: float) -> None:
+        """Delay every chunk by `latency` seconds each way (0: full speed again)."""
+        self.latency = latency
+
+    def drop(self) -> None:
+        """Reset every open connection; new ones are still accepted (a network blip, a failover)."""
+        async def cut() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
+
+        self._run(cut())
 
     def stop(self) -> None:
         """Refuse new connections and reset the open ones."""
