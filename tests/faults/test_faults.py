@@ -3,8 +3,9 @@ under a steady, bounded load, faults injected on a schedule, SPEC §5 asserted p
 
 The fleet runs on its own Redis (a private `redis-server` this suite starts on a free port: the machine's shared
 Redis is never stopped) and reaches scanning's database through an in-repo TCP fault proxy (tests/support.py:
-cut, slowed). The load is open-loop: a fixed rate of reads spread over the four services through the edge
-(scanning's bag lookup, billing's bill list, the dashboard's stats, auth's /auth/me), every answer recorded.
+cut, slowed). The load is open-loop: a fixed rate of requests spread over the four services through the edge
+(scanning's bag lookup, its scan log and keyed parent scans; billing's bill list; the dashboard's stats; auth's
+/auth/me), every answer recorded.
 Each fault runs three phases — before, during, after — and prints a table: requests sent, succeeded, failed by
 status, p95 per service and phase, and the time to recover. Timings are asserted against the same run's
 no-fault phase with a tolerance (+20% or +15 ms, whichever is larger, on other services' p95)."""
@@ -72,12 +73,13 @@ def _listening(port: int) -> bool:
 
 
 class Load:
-    """Open-loop reads at `rate` per second through the edge, in a thread of its own; every answer recorded as
+    """Open-loop requests (reads, and keyed parent scans) at `rate` per second through the edge, in a thread of its own; every answer recorded as
     (sent at, service, status, seconds)."""
 
-    # "scanning" is a lookup by code (cached); "scanning-db" a scan-log page, which only the database answers.
-    ROUTES = (("scanning", "/bags/{qr}"), ("scanning-db", "/scans?limit=5"), ("billing", "/bills?limit=5"),
-              ("dashboard", "/dashboard/stats"), ("auth", "/auth/me"))
+    # "scanning" is a lookup by code (cached); "scanning-db" a scan-log page, which only the database answers;
+    # "scan-write" a parent scan with its scan_id (a keyed write: the gateway may send it again).
+    ROUTES = (("scanning", "/bags/{qr}"), ("scanning-db", "/scans?limit=5"), ("scan-write", "/scans/parent"),
+              ("billing", "/bills?limit=5"), ("dashboard", "/dashboard/stats"), ("auth", "/auth/me"))
 
     def __init__(self, base: str, token: str, qr: str, rate: int) -> None:
         self.base, self.headers, self.qr, self.rate = base + "/api/v1", {"Authorization": f"Bearer {token}"}, qr, rate
@@ -101,7 +103,12 @@ class Load:
     async def _one(self, client: httpx.AsyncClient, service: str, path: str) -> None:
         sent = time.monotonic()
         try:
-            status = (await client.get(path)).status_code
+            if service == "scan-write":
+                code = f"SB{int.from_bytes(os.urandom(3), 'big') % 90000 + 10000}"
+                status = (await client.post(path, json={"qr_id": code, "scan_id": os.urandom(8).hex(),
+                                                        "dispatch_area": "jaipur"})).status_code
+            else:
+                status = (await client.get(path)).status_code
         except httpx.HTTPError:
             status = 0  # no answer at all
         self.samples.append((sent, service, status, time.monotonic() - sent))
@@ -261,6 +268,9 @@ def test_scannings_database_cut_then_restored(faulty_fleet):
     assert refused, "the database was cut but nothing was refused"
     print(f"scanning-db refused during the cut: {len(refused)}, p95 {percentile(refused, 0.95) * 1000:.1f} ms")
     assert percentile(refused, 0.95) < 0.5, percentile(refused, 0.95)
+    writes = phases.samples("during")
+    assert {s[2] for s in writes if s[1] == "scan-write"} <= {503}, phases.statuses("during", "scan-write")
+    assert phases.recovered_in("scan-write") is not None, "scans never landed again"
     for service in OTHERS:
         assert set(phases.statuses("during", service)) == {200}, (service, phases.statuses("during", service))
         assert within(phases.p95("during", service), phases.p95("before", service)), service
@@ -275,6 +285,7 @@ def test_scannings_database_slowed(faulty_fleet):
         assert set(phases.statuses("during", service)) == {200}, (service, phases.statuses("during", service))
         assert within(phases.p95("during", service), phases.p95("before", service)), service
     assert set(phases.statuses("during", "scanning-db")) == {200}  # slower, not failing
+    assert set(phases.statuses("during", "scan-write")) == {200}
     assert phases.p95("during", "scanning-db") > phases.p95("before", "scanning-db")  # the fault did bite
     assert phases.recovered_in("scanning-db") == 0.0
 
@@ -289,6 +300,6 @@ def test_an_upstream_made_slow(faulty_fleet):
     during = [s for s in phases.samples("during") if s[1] == "dashboard"]
     assert during and max(s[3] for s in during) < TIMEOUT + 1.5, max(s[3] for s in during)
     assert {s[2] for s in during} <= {200, 503, 504}
-    for service in ("scanning", "scanning-db", "billing", "auth"):
+    for service in ("scanning", "scanning-db", "scan-write", "billing", "auth"):
         assert set(phases.statuses("during", service)) == {200}, (service, phases.statuses("during", service))
         assert within(phases.p95("during", service), phases.p95("before", service)), service
