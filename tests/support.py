@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import threading
 import time
@@ -78,7 +79,25 @@ def drop_pg_databases(prefix: str) -> None:
     engine.dispose()
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError):
+        return 32768
+
+
 def free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range: a port picked inside it (what binding port 0
+    gives) can be taken by some outgoing connection's local end between the pick and the server's bind."""
+    top = max(11000, _ephemeral_low() - 1)
+    for _ in range(500):
+        port = random.randrange(10000, top)
+        with closing(socket.socket()) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
