@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from urllib.parse import quote
 
 import aiohttp
@@ -17,8 +16,8 @@ import aiohttp
 from prometheus_client import Counter, Gauge
 
 from gateway.limits import Limit, Limiter, refusal_headers
-from shared import deadline
 from gateway.routes import API_PREFIX, resolve
+from shared import deadline
 from shared.errors import PROBLEM_JSON, ProblemError, Unauthorized, problem_body
 from shared.http import ResilientClient
 from shared.logging import request_id_var
@@ -138,10 +137,10 @@ class Proxy:
             limit, decision = await self.limiter.check(method, user_id, client[0] if client else None)
             if not decision.allowed:
                 who = "this user" if user_id is not None else "this address"
+                headers = refusal_headers(decision)
                 return await send_problem(
                     send, 429, f"rate limit for {who} passed ({limit.name}: {limit.per_second:g}/s, burst "
-                    f"{limit.burst}); retry in {max(1, math.ceil(decision.retry_after))} s",
-                    slug="rate-limited", headers=refusal_headers(decision))
+                    f"{limit.burst}); retry in {headers['Retry-After']} s", slug="rate-limited", headers=headers)
 
         body = None
         if content_length is not None:

@@ -114,6 +114,11 @@ class Budget:
     PER_PROCESS_EXTRA = 1  # the readiness ping's own connection (shared/db.py)
 
     @property
+    def client_pool(self) -> int:
+        """Each replica's db_pool_size: its whole share, PostgreSQL being reached directly."""
+        return self.pool
+
+    @property
     def used(self) -> int:
         # A restart runs one replica more than the scale for a moment (the surge): counted.
         return (self.replicas + 1) * (self.pool + self.PER_PROCESS_EXTRA)
@@ -642,7 +647,7 @@ def plan(scale: dict[str, int], environ: dict[str, str], layout: Layout, state_d
     else:
         budget = Budget.plan(max_connections, reserved, with_db, wanted=wanted)
     for service in SERVICES:
-        env[f"{service.upper()}_DB_POOL_SIZE"] = str(getattr(budget, "client_pool", budget.pool))
+        env[f"{service.upper()}_DB_POOL_SIZE"] = str(budget.client_pool)
         env[f"{service.upper()}_DB_MAX_OVERFLOW"] = "0"
     if environ.get("BAGTRACK_FLEET_INTERNAL") == "direct":
         if any(scale[s] != 1 for s in SERVICES):

@@ -218,7 +218,7 @@ class ResilientClient:
                 self._release(session)
                 raise DeadlineExceeded()
             outgoing[deadline.HEADER] = deadline.header_value(left)
-            timeout = min(self.timeout.sock_read or left if timeout is None else timeout, left)
+            timeout = min((self.timeout.sock_read or left) if timeout is None else timeout, left)
         budget = self.timeout if timeout is None else aiohttp.ClientTimeout(
             total=None, connect=min(self.timeout.connect or timeout, timeout), sock_read=timeout)
         start = time.perf_counter()

@@ -22,7 +22,7 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _reachable(host: str, port: int) -> bool:
+def reachable(host: str, port: int) -> bool:
     with closing(socket.socket()) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
@@ -30,7 +30,7 @@ def _reachable(host: str, port: int) -> bool:
 
 def require(service: str, host: str, port: int) -> None:
     """Skip the test when a server is absent on a laptop; fail it in CI, where it must be there."""
-    if _reachable(host, port):
+    if reachable(host, port):
         return
     message = f"{service} is not reachable at {host}:{port}"
     if IN_CI:
@@ -194,6 +194,20 @@ class TcpProxy:
     def close(self) -> None:
         self.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def metric_total(url: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples on one process's /metrics (`url`) whose labels include `labels`."""
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(url, timeout=5).text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def wait_for(condition, timeout: float = 10.0, what: str = "condition"):

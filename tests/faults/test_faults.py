@@ -15,7 +15,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,10 +25,11 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from bench.loadtest.report import percentile
 from scripts.fleet import Layout, parse_scale, plan
 from tests.scale.conftest import free_block, require_nginx
-from tests.support import (IN_CI, PG_URL, TcpProxy, drop_pg_databases, free_port, pg_database_url, require_postgres,
-                           wait_for)
+from tests.support import (IN_CI, PG_URL, TcpProxy, drop_pg_databases, free_port, pg_database_url, reachable,
+                           require_postgres, wait_for)
 
 LONG = os.environ.get("BAGTRACK_FAULTS_LONG") == "1"
 PHASE = 8.0 if LONG else 2.0  # seconds per phase (the after phase is longer: recovery must fit in it)
@@ -38,11 +38,9 @@ ADMIN = ("faultchief", "Fa0lt!chief")
 TIMEOUT = 2.0  # the gateway's UPSTREAM_TIMEOUT here
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def p95(values: list[float]) -> float:
+    """The load test's own percentile (nearest rank)."""
+    return percentile(sorted(values), 95)
 
 
 class PrivateRedis:
@@ -59,17 +57,12 @@ class PrivateRedis:
         self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--dir", str(self.directory)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_for(lambda: _listening(self.port), 10, "the private redis-server")
+        wait_for(lambda: reachable("127.0.0.1", self.port), 10, "the private redis-server")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Load:
@@ -139,7 +132,7 @@ class Phases:
         return self.load.between(self.marks[phase], self.marks[order[order.index(phase) + 1]])
 
     def p95(self, phase: str, service: str) -> float:
-        return percentile([s[3] for s in self.samples(phase) if s[1] == service and s[2] == 200], 0.95)
+        return p95([s[3] for s in self.samples(phase) if s[1] == service and s[2] == 200])
 
     def statuses(self, phase: str, service: str) -> dict[int, int]:
         counts: dict[int, int] = defaultdict(int)
@@ -167,7 +160,7 @@ class Phases:
             for phase in ("before", "during", "after"):
                 counts = self.statuses(phase, service)
                 failed = {k: v for k, v in counts.items() if k != 200}
-                every = percentile([s[3] for s in self.samples(phase) if s[1] == service], 0.95)
+                every = p95([s[3] for s in self.samples(phase) if s[1] == service])
                 lines.append(f"{service:<13}{phase:<8}{sum(counts.values()):>6}{counts.get(200, 0):>6}  "
                              f"{str(failed or '-'):<20}{self.p95(phase, service) * 1000:>10.1f}{every * 1000:>11.1f}")
             lines.append(f"{'':<13}recovered {self.recovered_in(service)} s after the fault ended")
@@ -266,8 +259,8 @@ def test_scannings_database_cut_then_restored(faulty_fleet):
     assert {s[2] for s in during} <= {200, 503}, phases.statuses("during", "scanning-db")
     refused = [s[3] for s in during if s[2] == 503]
     assert refused, "the database was cut but nothing was refused"
-    print(f"scanning-db refused during the cut: {len(refused)}, p95 {percentile(refused, 0.95) * 1000:.1f} ms")
-    assert percentile(refused, 0.95) < 0.5, percentile(refused, 0.95)
+    print(f"scanning-db refused during the cut: {len(refused)}, p95 {p95(refused) * 1000:.1f} ms")
+    assert p95(refused) < 0.5, p95(refused)
     writes = phases.samples("during")
     assert {s[2] for s in writes if s[1] == "scan-write"} <= {503}, phases.statuses("during", "scan-write")
     assert phases.recovered_in("scan-write") is not None, "scans never landed again"

@@ -9,18 +9,10 @@ from urllib.parse import urlparse
 
 import httpx
 
-from tests.support import TcpProxy
+from tests.support import TcpProxy, metric_total
 
 MIN_CALLS = 5
 TIMEOUT = 0.5
-
-
-def _metric(ops_url: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in httpx.get(ops_url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_each_replica_pays_min_calls_before_its_breaker_opens(start_gateway, fake_upstream, auth):
@@ -52,6 +44,6 @@ def test_each_replica_pays_min_calls_before_its_breaker_opens(start_gateway, fak
         for gateway in gateways:
             ready = httpx.get(gateway.ops_url + "/ready", timeout=5).json()
             assert ready["status"] == "degraded" and ready["upstreams"]["billing"]["breaker"] == "open", ready
-            assert _metric(gateway.ops_url, "bagtrack_circuit_breaker_open", upstream="billing") == 1
+            assert metric_total(gateway.ops_url + "/metrics", "bagtrack_circuit_breaker_open", upstream="billing") == 1
     finally:
         proxy.stop()

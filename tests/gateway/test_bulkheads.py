@@ -9,16 +9,9 @@ import httpx
 import pytest
 
 from gateway.config import GatewaySettings
+from tests.support import metric_total
 
 API = "/api/v1"
-
-
-def _metric(ops_url: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in httpx.get(ops_url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +28,7 @@ def test_a_slow_upstream_fills_only_its_own_bulkhead(gateway, auth):
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 5
-    while _metric(gateway.ops_url, "bagtrack_upstream_in_flight", upstream="scanning") < 3:
+    while metric_total(gateway.ops_url + "/metrics", "bagtrack_upstream_in_flight", upstream="scanning") < 3:
         assert time.monotonic() < deadline, "the slow requests never reached the upstream"
         time.sleep(0.02)
     started = time.perf_counter()
@@ -52,9 +45,9 @@ def test_a_slow_upstream_fills_only_its_own_bulkhead(gateway, auth):
     assert refused_in < 1.0  # at once, not after the slow ones (2 s)
     assert other.status_code == 200 and other_in < 1.0
     assert slow == [200, 200, 200]
-    assert _metric(gateway.ops_url, "bagtrack_bulkhead_rejected_total", upstream="scanning") == 1
-    assert _metric(gateway.ops_url, "bagtrack_bulkhead_capacity", upstream="scanning") == 3
-    assert _metric(gateway.ops_url, "bagtrack_upstream_in_flight", upstream="scanning") == 0
+    assert metric_total(gateway.ops_url + "/metrics", "bagtrack_bulkhead_rejected_total", upstream="scanning") == 1
+    assert metric_total(gateway.ops_url + "/metrics", "bagtrack_bulkhead_capacity", upstream="scanning") == 3
+    assert metric_total(gateway.ops_url + "/metrics", "bagtrack_upstream_in_flight", upstream="scanning") == 0
     # Free again once the slow ones are done.
     assert httpx.get(gateway.url + f"{API}/bags/SB00001", headers=auth).status_code == 200
 

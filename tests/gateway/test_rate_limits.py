@@ -15,7 +15,7 @@ import redis
 from gateway.config import GatewaySettings
 from shared import gcra
 from shared.cache import MemoryCache, RedisCache
-from tests.support import REDIS_URL, TcpProxy, require_redis
+from tests.support import REDIS_URL, TcpProxy, metric_total, require_redis
 
 API = "/api/v1"
 # Slow enough that nothing refills while a test runs: the counts are the algorithm's, exactly.
@@ -34,14 +34,6 @@ def _clear_limits(url: str) -> None:
 def _user(signing_key) -> dict[str, str]:
     """A fresh user id, so no other test's count is in the way."""
     return {"Authorization": f"Bearer {signing_key.mint(sub=str(random.randrange(10**6, 10**9)))}"}
-
-
-def _metric(ops_url: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in httpx.get(ops_url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # --- the algorithm ------------------------------------------------------------------------------------------
@@ -133,9 +125,11 @@ def test_two_gateways_share_one_budget_per_user(pair, signing_key):
     assert [s == 429 for s in reads] == [False] * 5 + [True], reads
     assert httpx.post(pair[1].url + f"{API}/scans/child", json={}, headers=_user(signing_key)).status_code != 429
     for gateway in pair:
-        assert _metric(gateway.ops_url, "bagtrack_rate_limit_decisions_total", limit="write", store="redis") > 0
-    assert sum(_metric(g.ops_url, "bagtrack_rate_limited_total", limit="gateway-write") for g in pair) == 4
-    assert _metric(pair[0].ops_url, "bagtrack_rate_limit_config", limit="write", setting="burst") == 7
+        assert metric_total(gateway.ops_url + "/metrics", "bagtrack_rate_limit_decisions_total", limit="write",
+                            store="redis") > 0
+    assert sum(metric_total(g.ops_url + "/metrics", "bagtrack_rate_limited_total", limit="gateway-write")
+               for g in pair) == 4
+    assert metric_total(pair[0].ops_url + "/metrics", "bagtrack_rate_limit_config", limit="write", setting="burst") == 7
 
 
 def test_without_a_token_the_limit_is_per_address(pair):
@@ -144,10 +138,10 @@ def test_without_a_token_the_limit_is_per_address(pair):
 
 
 def test_a_bad_token_is_a_401_and_counts_against_nobody(pair, signing_key):
-    before = _metric(pair[0].ops_url, "bagtrack_rate_limit_decisions_total")
+    before = metric_total(pair[0].ops_url + "/metrics", "bagtrack_rate_limit_decisions_total")
     for _ in range(10):
         assert httpx.get(pair[0].url + f"{API}/bags/SB00001", headers={"Authorization": "Bearer x"}).status_code == 401
-    assert _metric(pair[0].ops_url, "bagtrack_rate_limit_decisions_total") == before
+    assert metric_total(pair[0].ops_url + "/metrics", "bagtrack_rate_limit_decisions_total") == before
 
 
 # --- Redis away and back --------------------------------------------------------------------------------------
@@ -161,18 +155,18 @@ def test_redis_gone_limits_per_replica_and_comes_back_by_itself(start_gateway, s
     me = _user(signing_key)
     try:
         assert httpx.post(gateway.url + f"{API}/scans/child", json={}, headers=me).status_code != 429
-        assert _metric(gateway.ops_url, "bagtrack_rate_limit_decisions_total", store="redis") == 1
+        assert metric_total(gateway.ops_url + "/metrics", "bagtrack_rate_limit_decisions_total", store="redis") == 1
         proxy.stop()
         # Redis gone: still limited — this replica's own count, from a fresh budget — and never a 5xx.
         statuses = [httpx.post(gateway.url + f"{API}/scans/child", json={}, headers=me, timeout=5).status_code
                     for _ in range(9)]
         assert all(s < 500 for s in statuses), statuses
         assert [s == 429 for s in statuses] == [False] * 7 + [True] * 2, statuses
-        assert _metric(gateway.ops_url, "bagtrack_rate_limit_decisions_total", store="local") == 9
+        assert metric_total(gateway.ops_url + "/metrics", "bagtrack_rate_limit_decisions_total", store="local") == 9
         proxy.start()
         deadline = time.monotonic() + 10
         other = _user(signing_key)
-        while _metric(gateway.ops_url, "bagtrack_rate_limit_decisions_total", store="redis") < 2:
+        while metric_total(gateway.ops_url + "/metrics", "bagtrack_rate_limit_decisions_total", store="redis") < 2:
             assert time.monotonic() < deadline, "the gateway never went back to Redis"
             httpx.post(gateway.url + f"{API}/scans/child", json={}, headers=other)
             time.sleep(0.2)

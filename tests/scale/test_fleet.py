@@ -24,6 +24,7 @@ from scripts.fleet import MAX_REPLICAS, children
 from scripts.stack import ROOT
 from tests.scale.conftest import ADMIN, LONG
 from tests.sse import EventReader
+from tests.support import metric_total
 
 pytestmark = pytest.mark.e2e
 LAST_LINE = re.compile(r"^users=(\d+) rps=([\d.]+) success=([\d.]+)% p95=([\d.]+)ms p99=([\d.]+)ms failures=(\d+)$")
@@ -62,18 +63,6 @@ class Load:
         last = LAST_LINE.match(out.strip().splitlines()[-1])
         assert last, out
         return int(last.group(6)), out
-
-
-def metric_total(url: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples on one process's /metrics whose labels include `labels`."""
-    total = 0.0
-    for line in httpx.get(url, timeout=5).text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        head, value = line.rsplit(" ", 1)
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 @contextmanager

@@ -10,11 +10,9 @@ import asyncio
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,8 @@ from services.scanning.config import Settings
 from shared.db import Database
 from shared.migrate import ensure_database_exists
 from tests.scale.conftest import free_block
-from tests.support import IN_CI, PG_URL, drop_pg_databases, pg_database_url, require_postgres
+from tests.support import (IN_CI, PG_URL, drop_pg_databases, pg_database_url, reachable, require_postgres,
+                           wait_for)
 
 THINGS = Table("pgb_things", MetaData(), Column("id", Integer, primary_key=True), Column("name", String(40)),
                Column("kind", Integer))
@@ -52,7 +51,9 @@ def bouncer():
     proc = subprocess.Popen(bouncer.command(binary, as_root=os.geteuid() == 0), stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
     try:
-        if not _wait_listening(port):
+        try:
+            wait_for(lambda: reachable("127.0.0.1", port), 10, "pgbouncer listening")
+        except pytest.fail.Exception:
             pytest.fail("pgbouncer did not start: " + (bouncer.directory / "pgbouncer.log").read_text()[-2000:])
         direct = pg_database_url(f"{prefix}_things")
         ensure_database_exists(direct)
@@ -67,16 +68,6 @@ def bouncer():
         proc.wait(10)
         drop_pg_databases(prefix)
         shutil.rmtree(bouncer.directory, ignore_errors=True)
-
-
-def _wait_listening(port: int) -> bool:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.05)
-    return False
 
 
 def _through(bouncer_and_prefix, database: str) -> str:
