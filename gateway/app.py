@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
-from gateway import ops
+from gateway import ops, web
 from gateway.config import GatewaySettings
 from gateway.openapi import MergedOpenApi
 from gateway.proxy import Proxy
@@ -22,7 +22,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                   body_stall_timeout=settings.body_stall_timeout,
                   stream_read_timeout=settings.stream_read_timeout, rate_limits=settings.rate_limits,
                   bulkheads=settings.bulkhead_caps(), request_budget=settings.request_budget)
-    app = create_service_app(settings, title="bagtrack gateway", routers=[ops.router],
+    app = create_service_app(settings, title="bagtrack gateway", routers=[ops.router, web.router],
                              upstreams=settings.upstream_urls(), on_startup=[proxy.attach],
                              readiness=ops.upstream_readiness, front=(API_PREFIX + "/", proxy), own_docs=False)
     app.state.openapi = MergedOpenApi()

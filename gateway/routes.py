@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 API_PREFIX = "/api/v1"
+# Beside the API, the public port serves /health, /docs, /openapi.json and the operators' web app: its page at "/"
+# and its static files under WEB_ASSETS (gateway/web.py). The edges (deploy/nginx, the Ingress) pass exactly these.
+WEB_ASSETS = "/app/"
 
 # area (first path segment after /api/v1) -> upstream name
 AREAS = {
@@ -25,7 +28,7 @@ AREAS = {
 # (FastAPI) paths, "{name}" matching one non-empty path segment; a literal route wins over a templated one.
 #
 # Add a route here when it is built for clients, never a service-to-service one (those live under /internal/ and
-# are never listed). Still to come, added here as it is built: the web app's routes.
+# are never listed).
 #
 # The event stream needs no token *at the gateway*: a browser's EventSource cannot send one, so the dashboard
 # itself checks the single-use ticket (or a bearer token) it is opened with. Its ticket route needs a token.
@@ -36,6 +39,7 @@ PUBLIC_API: tuple[tuple[str, str, bool], ...] = (
     ("GET", "/auth/jwks", False),
     ("POST", "/auth/logout", True),
     ("GET", "/auth/me", True),
+    ("GET", "/auth/reference", True),
     # users (auth)
     ("GET", "/users", True),
     ("POST", "/users", True),
@@ -47,6 +51,7 @@ PUBLIC_API: tuple[tuple[str, str, bool], ...] = (
     ("POST", "/scans/parent", True),
     ("POST", "/scans/child", True),
     ("GET", "/scans", True),
+    ("GET", "/scans/reference", True),
     # bags (scanning)
     ("GET", "/bags", True),
     ("GET", "/bags/export.csv", True),

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Install the Debian tools the tests and benchmarks drive (nginx, wrk, promtool, pgbouncer) when they are missing.
+# Install the Debian tools the tests and benchmarks drive (nginx, wrk, promtool, pgbouncer, chromium) when they are missing.
 set -euo pipefail
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool (tests/deploy): Debian ships it only there, ~20 MB
 [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)  # transaction-mode pooling (tests/scale/test_pgbouncer.py)
+# The web app's browser tests (tests/web): Playwright from PyPI drives Debian's Chromium (Playwright's own browser
+# download is not used; BAGTRACK_CHROMIUM points elsewhere).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "ensure-tools: missing ${missing[*]} and cannot apt-get install them here; tests needing them will skip" >&2

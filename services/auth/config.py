@@ -25,6 +25,9 @@ class Settings(ServiceSettings):
     key_activation_delay: float = Field(15, gt=0, le=3600)
     access_token_ttl: int = Field(900, ge=60, le=3600)
     refresh_token_ttl: int = Field(14 * 24 * 3600, ge=300)
+    # A cookie login (the web app) gets its refresh token as an httpOnly, SameSite=Strict cookie on this path: the
+    # public path of login/refresh/logout, so the browser sends it on those calls and nowhere else.
+    refresh_cookie_path: str = Field("/api/v1/auth", pattern=r"^/[A-Za-z0-9/_.-]*$")
     # A refresh retried within this many seconds of the token's first use (its answer was lost: a dropped
     # connection, a timeout) gets another successor in the same family instead of revoking it as reuse; every
     # successor issued within the leeway stays valid. After it, a second use still revokes the family. 0: none.

@@ -24,6 +24,11 @@ _RULES = (
 )
 
 
+# The policy in words, for forms (GET /auth/reference).
+PASSWORD_RULE = (f"{MIN_LENGTH}-{MAX_LENGTH} characters with " + ", ".join(what for _, what in _RULES[:-1])
+                 + f" and {_RULES[-1][1]}")
+
+
 def password_problems(password: str) -> list[str]:
     """What the password lacks under the policy; empty when it is acceptable."""
     problems = []

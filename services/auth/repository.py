@@ -59,6 +59,12 @@ async def count_active_dispatchers(conn: Conn, area: str, *, exclude_id: int | N
     return await conn.scalar(query) or 0
 
 
+async def count_dispatchers_by_area(conn: Conn) -> dict[str, int]:
+    query = (select(users.c.dispatch_area, func.count().label("n"))
+             .where(users.c.role == "dispatcher", users.c.is_active.is_(True)).group_by(users.c.dispatch_area))
+    return {row["dispatch_area"]: row["n"] for row in await conn.rows(query)}
+
+
 async def list_users(conn: Conn, *, after_id: int | None, limit: int, role: str | None, area: str | None,
                      is_active: bool | None, q: str | None) -> list[Row]:
     query = select(users).order_by(users.c.id).limit(limit)

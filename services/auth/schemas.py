@@ -20,15 +20,18 @@ class StrictBody(BaseModel):
 class LoginIn(StrictBody):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
+    refresh_cookie: bool = Field(False, description="deliver the refresh token as an httpOnly, SameSite=Strict "
+                                 "cookie scoped to /api/v1/auth instead of in the body (the web app)")
 
 
 class RefreshIn(StrictBody):
-    refresh_token: str = Field(min_length=10, max_length=256)
+    refresh_token: str | None = Field(None, min_length=10, max_length=256,
+                                      description="omitted: the refresh cookie set by a cookie login is used")
 
 
 class TokenPair(BaseModel):
     access_token: str
-    refresh_token: str
+    refresh_token: str | None = Field(description="null when it travels in the refresh cookie")
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
 
@@ -84,3 +87,15 @@ class PublicJwk(BaseModel):
 
 class Jwks(BaseModel):
     keys: list[PublicJwk]
+
+
+class Reference(BaseModel):
+    """What forms and validation need from auth's configuration (GET /auth/reference, any signed-in user)."""
+
+    roles: list[Role]
+    areas: list[str] = Field(description="the configured dispatch areas")
+    max_dispatchers_per_area: int
+    dispatchers_per_area: dict[str, int] | None = Field(
+        None, description="active dispatchers of each area; admins only (null for others)")
+    password_rule: str
+    username_pattern: str

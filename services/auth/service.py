@@ -23,15 +23,15 @@ from sqlalchemy.exc import IntegrityError
 from services.auth import repository as repo
 from services.auth.config import Settings
 from services.auth.keys import KeyRing, load_ring, seed_ring
-from services.auth.passwords import Passwords, password_problems
-from services.auth.schemas import TokenPair, UserCreate, UserUpdate
+from services.auth.passwords import PASSWORD_RULE, Passwords, password_problems
+from services.auth.schemas import USERNAME_PATTERN, Reference, TokenPair, UserCreate, UserUpdate
 from services.auth.throttle import FailureThrottle
 from shared.cache import Cache
 from shared.db import Database, Row
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound, ProblemError, Unauthorized
 from shared.metrics import AUTH_LOCKOUTS
 from shared.ratelimit import hit
-from shared.security import Principal
+from shared.security import ROLES, Principal
 from shared.timeutil import as_utc, utcnow
 from shared.unit_of_work import PURGE_BATCH, UnitOfWork, run_write, write_in_batches
 
@@ -404,6 +404,19 @@ async def get_user(*, ctx: AuthContext, user_id: int, primary: bool = False) -> 
     """A user by id (404 if none); `primary` reads the primary even when a replica is configured."""
     async with (ctx.db.one_statement() if primary else ctx.db.read()) as conn:
         return await _existing_user(conn, user_id)
+
+
+async def reference(*, ctx: AuthContext, principal: Principal) -> Reference:
+    """The roles, areas and rules the clients' forms are built from; admins also see each area's dispatchers."""
+    settings = ctx.settings
+    counts = None
+    if principal.role == "admin":
+        async with ctx.db.read() as conn:
+            counts = await repo.count_dispatchers_by_area(conn)
+        counts = {area: counts.get(area, 0) for area in settings.areas}
+    return Reference(roles=list(ROLES), areas=list(settings.areas),
+                     max_dispatchers_per_area=settings.max_dispatchers_per_area, dispatchers_per_area=counts,
+                     password_rule=PASSWORD_RULE, username_pattern=USERNAME_PATTERN)
 
 
 async def list_users(*, ctx: AuthContext, **filters) -> list[Row]:

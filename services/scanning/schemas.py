@@ -139,3 +139,19 @@ class BagLookup(BaseModel):
     parent: BagOut | None = Field(description="a linked child's parent, without its children")
     last_scans: list[FeedScan] = Field(description=f"the last {LAST_SCANS} scans of this QR (as parent or child), "
                                                    "newest first")
+
+
+class ParentFormat(BaseModel):
+    pattern: str = Field(description="regular expression over the normalised (upper-cased) QR")
+    capacity: int = Field(description="children when full")
+    full_weight_kg: int
+
+
+class ScanReference(BaseModel):
+    """The QR formats and scanning rules clients validate against (GET /scans/reference, any signed-in user)."""
+
+    parent_formats: list[ParentFormat]
+    child_pattern: str
+    child_weight_kg: int
+    idempotency_window_seconds: int = Field(description="a scan_id replays its first answer for this long")
+    unlink_window_seconds: int = Field(description="a dispatcher may undo their own link for this long")

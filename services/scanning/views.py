@@ -9,9 +9,12 @@ from shared.errors import NotFound
 from shared.security import Principal
 
 
+CHILD_WEIGHT_KG = 1
+
+
 def weight_kg(bag_type: str, child_count: int) -> int:
     """1 kg a child: a parent weighs what it holds."""
-    return child_count if bag_type == "parent" else 1
+    return child_count * CHILD_WEIGHT_KG if bag_type == "parent" else CHILD_WEIGHT_KG
 
 
 def bag_out(bag: Mapping[str, Any], parent_qr: str | None = None, children: list[str] | None = None) -> BagOut:

@@ -304,11 +304,11 @@ def locations(text: str) -> set[str]:
 
 
 def test_the_edges_expose_the_same_public_routes_and_nothing_else():
-    """compose's edge, the local one (`make up`) and the Kubernetes Ingress: the API, /health, the docs, the stream;
-    everything else (/ready, /metrics, /internal/...) is the edge's own 404."""
+    """compose's edge, the local one (`make up`) and the Kubernetes Ingress: the API, /health, the docs, the stream,
+    the web app (/ and /app/); everything else (/ready, /metrics, /internal/...) is the edge's own 404."""
     template = LOCAL_TEMPLATE.read_text()
     edge = template[template.index("# @EDGE begin"):template.index("# @EDGE end")]
-    public = {"/api/v1/", "= /health", "= /docs", "= /openapi.json", "= /api/v1/dashboard/stream"}
+    public = {"/api/v1/", "= /health", "= /docs", "= /openapi.json", "= /api/v1/dashboard/stream", "= /", "/app/"}
     assert locations(NGINX_CONF.read_text()) == locations(edge) == public | {"= /nginx-health", "/"}
     for text in (NGINX_CONF.read_text(), edge):
         catch_all = re.search(r"location / \{(.*?)\}", text, re.S).group(1)
@@ -316,7 +316,7 @@ def test_the_edges_expose_the_same_public_routes_and_nothing_else():
     ingress = by_kind(k8s_objects(), "Ingress")
     paths = {(p["path"], p["pathType"]) for i in ingress.values() for r in i["spec"]["rules"] for p in r["http"]["paths"]}
     assert paths == {("/api/v1", "Prefix"), ("/health", "Exact"), ("/docs", "Exact"), ("/openapi.json", "Exact"),
-                     ("/", "Exact"), ("/api/v1/dashboard/stream", "Exact")}
+                     ("/", "Exact"), ("/app", "Prefix"), ("/api/v1/dashboard/stream", "Exact")}
     backends = {p["backend"]["service"]["port"]["name"] for i in ingress.values() for r in i["spec"]["rules"]
                 for p in r["http"]["paths"]}
     assert backends == {"http"}, "the ops port is never behind the Ingress"

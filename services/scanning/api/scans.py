@@ -7,7 +7,8 @@ from fastapi import APIRouter, Query, Response
 
 from services.scanning import lists, writes
 from services.scanning.deps import Anyone, ContextDep, Scanner, pick_key
-from services.scanning.schemas import ChildScanIn, ParentScanIn, ScanKind, ScanOut, ScanResult
+from services.scanning.schemas import ChildScanIn, ParentFormat, ParentScanIn, ScanKind, ScanOut, ScanReference, ScanResult
+from services.scanning.views import CHILD_WEIGHT_KG
 from shared.deps import IdempotencyKey, json_response
 from shared.errors import problem_responses
 from shared.pagination import Page
@@ -30,6 +31,19 @@ async def scan_child(body: ChildScanIn, ctx: ContextDep, principal: Scanner,
     written = await writes.record_child_scan(ctx=ctx, principal=principal, raw_parent=body.parent_qr,
                                              raw_child=body.child_qr, key=pick_key(body.scan_id, idempotency_key))
     return json_response(written.result, replayed=written.replayed)
+
+
+@router.get("/reference", response_model=ScanReference)
+async def reference(ctx: ContextDep, _: Anyone) -> ScanReference:
+    """The configured QR formats with their capacities, and the windows a client must respect (an offline queue
+    older than the idempotency window must not be replayed blindly)."""
+    settings = ctx.settings
+    return ScanReference(
+        parent_formats=[ParentFormat(pattern=p.pattern, capacity=c, full_weight_kg=c * CHILD_WEIGHT_KG)
+                        for p, c in settings.parent_rules],
+        child_pattern=settings.child_pattern, child_weight_kg=CHILD_WEIGHT_KG,
+        idempotency_window_seconds=settings.idempotency_ttl_hours * 3600,
+        unlink_window_seconds=settings.unlink_window_seconds)
 
 
 @router.get("", response_model=Page[ScanOut])
