@@ -60,3 +60,96 @@ def test_sign_in_reload_and_sign_out_in_a_browser(chromium, stack, gw, admin_tok
         page.wait_for_selector("#login:not([hidden])")
     finally:
         context.close()
+
+
+def signed_in_page(chromium, stack, user, width=1280):
+    context = chromium.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.goto(stack.url() + "/#/scan")
+    page.fill("input[name=username]", user["username"])
+    page.fill("input[name=password]", PASSWORD)
+    page.press("input[name=password]", "Enter")
+    page.wait_for_selector("#scan-input")
+    return context, page
+
+
+def scan(page, code):
+    page.keyboard.type(code)  # a keyboard-wedge scanner: the code, then Enter, into whatever has the focus
+    page.keyboard.press("Enter")
+
+
+def bag(gw, admin_token, qr):
+    response = gw.get(f"/bags/{qr}", headers={"Authorization": f"Bearer {admin_token}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_dispatcher_fills_a_parent_of_30_in_the_scan_station(chromium, stack, gw, admin_token, backend):
+    user = create(gw, admin_token, "dispatcher", "indore")
+    context, page = signed_in_page(chromium, stack, user, width=360)
+    parent = "SB" + user["username"][-5:].translate(str.maketrans("abcdef", "123456"))
+    try:
+        scan(page, parent)
+        page.wait_for_selector("#scan-status:has-text('created')")
+        for n in range(30):
+            scan(page, f"W{parent}C{n:02d}")
+            page.wait_for_selector(f"#scan-count:has-text('{n + 1}/30')")
+        page.wait_for_selector("#scan-count:has-text('complete')")
+        scan(page, f"W{parent}C99")
+        page.wait_for_selector("#scan-status[data-kind=error]")
+        assert "full" in page.inner_text("#scan-status").lower()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"scan-complete-360px-{backend.name}.png"), full_page=True)
+        assert bag(gw, admin_token, parent)["child_count"] == 30
+    finally:
+        context.close()
+
+
+def test_scans_made_offline_queue_and_land_once_when_the_network_returns(chromium, stack, gw, admin_token, backend):
+    user = create(gw, admin_token, "dispatcher", "lucknow")
+    context, page = signed_in_page(chromium, stack, user)
+    parent = "SB" + user["username"][-5:].translate(str.maketrans("abcdef", "678901"))
+    try:
+        scan(page, parent)
+        page.wait_for_selector("#scan-status:has-text('created')")
+        context.set_offline(True)
+        for n in range(10):
+            scan(page, f"OFF{parent}{n:02d}")
+        page.wait_for_selector("#scan-waiting:has-text('10 scans waiting')")
+        page.screenshot(path=str(SHOTS / f"scan-offline-1280px-{backend.name}.png"), full_page=True)
+        assert bag(gw, admin_token, parent)["child_count"] == 0
+        context.set_offline(False)
+        page.wait_for_selector("#scan-count:has-text('10/30')", timeout=20000)
+        page.wait_for_selector("#scan-waiting:empty", state="attached")
+        assert bag(gw, admin_token, parent)["child_count"] == 10
+    finally:
+        context.close()
+
+
+def test_a_child_whose_answer_is_lost_after_the_commit_lands_once(chromium, stack, gw, admin_token):
+    user = create(gw, admin_token, "dispatcher", "jaipur")
+    context, page = signed_in_page(chromium, stack, user)
+    parent = "SB" + user["username"][-5:].translate(str.maketrans("abcdef", "234567"))
+    lost = []
+
+    def lose_the_first_answer(route):
+        if not lost:
+            route.fetch()  # the server commits...
+            lost.append(route.request.post_data)
+            route.abort()  # ...and the answer never reaches the page
+        else:
+            route.continue_()
+
+    try:
+        scan(page, parent)
+        page.wait_for_selector("#scan-status:has-text('created')")
+        page.route("**/api/v1/scans/child", lose_the_first_answer)
+        scan(page, f"LOST{parent}")
+        page.wait_for_selector("#scan-count:has-text('1/30')")
+        page.wait_for_selector(f"#scan-status:has-text('LOST{parent}')", timeout=20000)
+        assert lost, "the route handler never saw the scan"
+        assert bag(gw, admin_token, parent)["child_count"] == 1
+        scans = gw.get("/scans", params={"qr": f"LOST{parent}"}, headers={"Authorization": f"Bearer {admin_token}"})
+        assert len(scans.json()["items"]) == 1, scans.text  # one scan row: the retry replayed the first answer
+    finally:
+        context.close()
