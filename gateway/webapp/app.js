@@ -2,7 +2,11 @@
 import { api, hasToken, login, problem, refresh, signedIn, signedOut } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
-const SCREENS = { scan: { title: "Scan", roles: ["dispatcher", "admin"], module: "./scan.js" } };
+const SCREENS = {
+  scan: { title: "Scan", roles: ["dispatcher", "admin"], module: "./scan.js" },
+  bills: { title: "Bills", roles: ["biller", "admin"], module: "./bills.js" },
+  lookup: { title: "Lookup", roles: ["dispatcher", "biller", "admin"], module: "./lookup.js" },
+};
 let user = null;
 
 async function onLogin(event) {
@@ -49,18 +53,18 @@ async function home(main) {
   const title = document.createElement("h1");
   title.textContent = `Signed in as ${user.username}`;
   const text = document.createElement("p");
-  text.textContent = "Bills, lookup, the live dashboard and admin screens are still to come; the reference data "
+  text.textContent = "The live dashboard and admin screens are still to come; the reference data "
     + "below comes from the server.";
   main.replaceChildren(title, text, list);
 }
 
 async function route() {
   const main = $("screen");
-  const name = location.hash.replace(/^#\/?/, "");
+  const [name, arg] = location.hash.replace(/^#\/?/, "").split("/");
   const screen = SCREENS[name];
   if (screen && screen.roles.includes(user.role)) {
     const module = await import(screen.module);
-    await module.mount(main, user);
+    await module.mount(main, user, arg);
   } else {
     await home(main);
   }

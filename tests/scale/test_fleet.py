@@ -95,8 +95,11 @@ def test_the_fleet_serves_the_api_through_the_edge_and_only_the_public_routes(fl
         assert gw.get(f"/bags/{qr}").json()["qr_id"] == qr
     edge = fleet.url()
     assert httpx.get(edge + "/health").json() == {"status": "ok"}
-    for hidden in ("/metrics", "/ready", "/internal/stats", "/api/v1/internal/stats", "/auth/jwks", "/"):
+    for hidden in ("/metrics", "/ready", "/internal/stats", "/api/v1/internal/stats", "/auth/jwks", "/index.html"):
         assert httpx.get(edge + hidden).status_code == 404, hidden
+    page = httpx.get(edge + "/")  # the web app, through the edge like the API
+    assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert httpx.get(edge + "/app/app.js").status_code == 200
     # The ops ports answer on loopback, never through the edge.
     for proc in fleet.procs:
         if proc.tier != "nginx":
