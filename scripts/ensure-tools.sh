@@ -6,7 +6,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool (tests/deploy): Debian ships it only there, ~20 MB
 [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)  # transaction-mode pooling (tests/scale/test_pgbouncer.py)
-# The web app's browser tests (tests/web): Playwright from PyPI drives Debian's Chromium (Playwright's own browser
+# The web app's browser tests (tests/e2e/test_web_browser.py): Playwright from PyPI drives Debian's Chromium (Playwright's own browser
 # download is not used; BAGTRACK_CHROMIUM points elsewhere).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0

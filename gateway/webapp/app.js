@@ -1,5 +1,7 @@
 // bagtrack web app: sign-in, role-aware navigation, the screens (each a module loaded when first shown).
 import { api, hasToken, login, problem, refresh, signedIn, signedOut } from "./session.js";
+import { el, facts } from "./dom.js";
+import { unsent } from "./queue.js";
 
 const $ = (id) => document.getElementById(id);
 const SCREENS = {
@@ -22,11 +24,6 @@ async function onLogin(event) {
   await show();
 }
 
-function unsent(id) {
-  const items = JSON.parse(localStorage.getItem(`bagtrack.queue.${id}`) || "[]");
-  return items.length;
-}
-
 async function logout() {
   const n = user ? unsent(user.id) : 0;
   if (n && !confirm(`${n} scan${n === 1 ? " is" : "s are"} not sent yet. They stay on this device for ${user.username} `
@@ -40,22 +37,17 @@ async function logout() {
 
 async function home(main) {
   const [auth, scans] = await Promise.all([api("/auth/reference"), api("/scans/reference")]);
-  const list = document.createElement("dl");
-  list.id = "reference";
-  const row = (term, value) => { const dt = document.createElement("dt"), dd = document.createElement("dd");
-    dt.textContent = term; dd.textContent = value; list.append(dt, dd); };
-  if (auth.ok) { const ref = await auth.json(); row("Roles", ref.roles.join(", ")); row("Areas", ref.areas.join(", ")); }
+  const rows = [];
+  if (auth.ok) { const ref = await auth.json(); rows.push(["Roles", ref.roles.join(", ")], ["Areas", ref.areas.join(", ")]); }
   if (scans.ok) {
     const ref = await scans.json();
-    row("Parent QR formats", ref.parent_formats.map((f) => `${f.pattern} (${f.capacity} children)`).join("; "));
-    row("Child QR", ref.child_pattern);
+    rows.push(["Parent QR formats", ref.parent_formats.map((f) => `${f.pattern} (${f.capacity} children)`).join("; ")],
+      ["Child QR", ref.child_pattern]);
   }
-  const title = document.createElement("h1");
-  title.textContent = `Signed in as ${user.username}`;
-  const text = document.createElement("p");
-  text.textContent = "The live dashboard and admin screens are still to come; the reference data "
-    + "below comes from the server.";
-  main.replaceChildren(title, text, list);
+  main.replaceChildren(el("h1", { textContent: `Signed in as ${user.username}` }),
+    el("p", { textContent: "The live dashboard and admin screens are still to come; the reference data below comes "
+      + "from the server." }),
+    Object.assign(facts(rows), { id: "reference" }));
 }
 
 async function route() {

@@ -1,12 +1,8 @@
 // Bills (billers, admins): the day's bills and a new one; a bill: scan parents in, weights, remove, complete,
 // reopen, history; the end-of-day summary.
 import { api, problem } from "./session.js";
+import { el } from "./dom.js";
 
-const el = (tag, attrs = {}, ...children) => {
-  const node = Object.assign(document.createElement(tag), attrs);
-  node.append(...children);
-  return node;
-};
 const button = (text, onClick, id) => {
   const b = el("button", { type: "button", textContent: text, ...(id ? { id } : {}) });
   b.addEventListener("click", onClick);

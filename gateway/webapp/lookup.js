@@ -1,20 +1,7 @@
 // Lookup: any QR or bill code => the composed view (GET /dashboard/lookup/{code}), with stale parts marked by age.
 import { api, problem } from "./session.js";
+import { el, facts } from "./dom.js";
 
-const el = (tag, attrs = {}, ...children) => {
-  const node = Object.assign(document.createElement(tag), attrs);
-  node.append(...children);
-  return node;
-};
-
-function facts(pairs) {
-  const list = el("dl");
-  for (const [term, value] of pairs) {
-    if (value === undefined || value === null || value === "") continue;
-    list.append(el("dt", { textContent: term }), el("dd", { textContent: String(value) }));
-  }
-  return list;
-}
 
 export function freshness(part) {
   if (!part || part.status === "fresh") return null;

@@ -7,13 +7,19 @@ export function newId() {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
+const keyOf = (userId) => `bagtrack.queue.${userId}`;
+const stored = (key) => JSON.parse(localStorage.getItem(key) || "[]");
+
+// Scans this user has on this device and the server has not taken (waiting or flagged).
+export const unsent = (userId) => stored(keyOf(userId)).length;
+
 export class ScanQueue extends EventTarget {
   constructor(userId, windowSeconds, send) {
     super();
-    this.key = `bagtrack.queue.${userId}`;
+    this.key = keyOf(userId);
     this.windowMs = windowSeconds * 1000;
     this.send = send; // async (item) => {kind: "ok"|"network"|"retry"|"rejected"|"auth", body?, detail?, after?}
-    this.items = JSON.parse(localStorage.getItem(this.key) || "[]");
+    this.items = stored(this.key);
     this.running = false;
     this.timer = null;
   }

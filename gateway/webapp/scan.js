@@ -1,14 +1,10 @@
 // The scan station: one input that keeps the focus; a parent, then its children, each Enter a scan. Every scan goes
 // through the queue (queue.js), so a dropped network only means "waiting", never a lost scan.
 import { api, problem } from "./session.js";
+import { el } from "./dom.js";
 import { ScanQueue } from "./queue.js";
 
 const DOUBLE_READ_MS = 1000;
-const el = (tag, attrs = {}, ...children) => {
-  const node = Object.assign(document.createElement(tag), attrs);
-  node.append(...children);
-  return node;
-};
 
 let audio = null;
 function beep(kind) {

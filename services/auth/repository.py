@@ -51,17 +51,19 @@ async def any_admin(conn: Conn) -> bool:
     return await conn.scalar(select(users.c.id).where(users.c.role == "admin").limit(1)) is not None
 
 
+_ACTIVE_DISPATCHER = (users.c.role == "dispatcher", users.c.is_active.is_(True))
+
+
 async def count_active_dispatchers(conn: Conn, area: str, *, exclude_id: int | None = None) -> int:
-    query = select(func.count()).where(users.c.role == "dispatcher", users.c.dispatch_area == area,
-                                       users.c.is_active.is_(True))
+    query = select(func.count()).where(*_ACTIVE_DISPATCHER, users.c.dispatch_area == area)
     if exclude_id is not None:
         query = query.where(users.c.id != exclude_id)
     return await conn.scalar(query) or 0
 
 
 async def count_dispatchers_by_area(conn: Conn) -> dict[str, int]:
-    query = (select(users.c.dispatch_area, func.count().label("n"))
-             .where(users.c.role == "dispatcher", users.c.is_active.is_(True)).group_by(users.c.dispatch_area))
+    query = (select(users.c.dispatch_area, func.count().label("n")).where(*_ACTIVE_DISPATCHER)
+             .group_by(users.c.dispatch_area))
     return {row["dispatch_area"]: row["n"] for row in await conn.rows(query)}
 
 

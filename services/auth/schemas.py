@@ -9,6 +9,7 @@ from shared.timeutil import UtcDateTime
 
 Role = Literal["admin", "biller", "dispatcher"]
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+MAX_REFRESH_TOKEN = 256  # characters, in a body or in the refresh cookie
 
 
 class StrictBody(BaseModel):
@@ -25,7 +26,7 @@ class LoginIn(StrictBody):
 
 
 class RefreshIn(StrictBody):
-    refresh_token: str | None = Field(None, min_length=10, max_length=256,
+    refresh_token: str | None = Field(None, min_length=10, max_length=MAX_REFRESH_TOKEN,
                                       description="omitted: the refresh cookie set by a cookie login is used")
 
 

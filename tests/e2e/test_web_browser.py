@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, create
+from tests.e2e.conftest import PASSWORD, bearer, create, login
 from tests.support import IN_CI
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +79,7 @@ def scan(page, code):
 
 
 def bag(gw, admin_token, qr):
-    response = gw.get(f"/bags/{qr}", headers={"Authorization": f"Bearer {admin_token}"})
+    response = gw.get(f"/bags/{qr}", headers=bearer(admin_token))
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -149,7 +149,7 @@ def test_a_child_whose_answer_is_lost_after_the_commit_lands_once(chromium, stac
         page.wait_for_selector(f"#scan-status:has-text('LOST{parent}')", timeout=20000)
         assert lost, "the route handler never saw the scan"
         assert bag(gw, admin_token, parent)["child_count"] == 1
-        scans = gw.get("/scans", params={"qr": f"LOST{parent}"}, headers={"Authorization": f"Bearer {admin_token}"})
+        scans = gw.get("/scans", params={"qr": f"LOST{parent}"}, headers=bearer(admin_token))
         assert len(scans.json()["items"]) == 1, scans.text  # one scan row: the retry replayed the first answer
     finally:
         context.close()
@@ -157,9 +157,9 @@ def test_a_child_whose_answer_is_lost_after_the_commit_lands_once(chromium, stac
 
 def test_lookup_shows_a_child_with_its_parent_and_errors_in_the_apis_words(chromium, stack, gw, admin_token):
     user = create(gw, admin_token, "dispatcher", "ranchi")
-    token = gw.post("/auth/login", json={"username": user["username"], "password": PASSWORD}).json()["access_token"]
+    token = login(gw, user["username"]).json()["access_token"]
     parent = "SB" + user["username"][-5:].translate(str.maketrans("abcdef", "345678"))
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = bearer(token)
     assert gw.post("/scans/parent", json={"qr_id": parent}, headers=auth).status_code == 200
     assert gw.post("/scans/child", json={"parent_qr": parent, "child_qr": f"LK{parent}"}, headers=auth).status_code == 200
     context, page = signed_in_page(chromium, stack, user, screen="lookup", ready="#lookup-input:focus")
@@ -176,11 +176,11 @@ def test_lookup_shows_a_child_with_its_parent_and_errors_in_the_apis_words(chrom
 
 def test_a_biller_builds_and_completes_a_bill(chromium, stack, gw, admin_token, backend):
     dispatcher = create(gw, admin_token, "dispatcher", "bathinda")
-    token = gw.post("/auth/login", json={"username": dispatcher["username"], "password": PASSWORD}).json()["access_token"]
+    token = login(gw, dispatcher["username"]).json()["access_token"]
     stem = dispatcher["username"][-4:].translate(str.maketrans("abcdef", "456789"))
     parents = [f"SB{stem}{n}" for n in (1, 2)]
     for qr in parents:
-        response = gw.post("/scans/parent", json={"qr_id": qr}, headers={"Authorization": f"Bearer {token}"})
+        response = gw.post("/scans/parent", json={"qr_id": qr}, headers=bearer(token))
         assert response.status_code == 200, response.text
     biller = create(gw, admin_token, "biller")
     context, page = signed_in_page(chromium, stack, biller, screen="bills", ready="#bill-form")
@@ -201,7 +201,7 @@ def test_a_biller_builds_and_completes_a_bill(chromium, stack, gw, admin_token, 
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"bill-completed-1280px-{backend.name}.png"), full_page=True)
         bill_id = page.inner_text("#bill-head h1").removeprefix("Bill ")
-        bill = gw.get(f"/bills/{bill_id}", headers={"Authorization": f"Bearer {admin_token}"}).json()
+        bill = gw.get(f"/bills/{bill_id}", headers=bearer(admin_token)).json()
         assert bill["status"] == "completed" and {b["parent_qr"] for b in bill["bags"]} == set(parents)
     finally:
         context.close()

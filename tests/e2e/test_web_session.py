@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN, PASSWORD, bearer, create
+from tests.e2e.conftest import ADMIN, PASSWORD, bearer, create, login
 
 pytestmark = pytest.mark.e2e
 
@@ -85,7 +85,7 @@ def test_refresh_without_a_cookie_is_401(stack):
 
 def test_a_refresh_token_body_still_works_for_api_clients(gw, admin_token):
     user = create(gw, admin_token, "biller")
-    pair = gw.post("/auth/login", json={"username": user["username"], "password": PASSWORD}).json()
+    pair = login(gw, user["username"]).json()
     rotated = gw.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
     assert rotated.status_code == 200 and rotated.json()["refresh_token"]
 
@@ -108,7 +108,7 @@ def test_logout_with_neither_a_body_nor_a_cookie_is_422(gw, admin_token):
 
 def test_reference_data_for_every_signed_in_role(gw, admin_token):
     dispatcher = create(gw, admin_token, "dispatcher", "akola")
-    token = gw.post("/auth/login", json={"username": dispatcher["username"], "password": PASSWORD}).json()
+    token = login(gw, dispatcher["username"]).json()
     auth_ref = gw.get("/auth/reference", headers=bearer(token["access_token"]))
     assert auth_ref.status_code == 200
     ref = auth_ref.json()

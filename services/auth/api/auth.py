@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from services.auth import service
 from services.auth.config import Settings
 from services.auth.deps import ClientIp, ContextDep, CurrentUser
-from services.auth.schemas import Jwks, LoginIn, Reference, RefreshIn, TokenPair, UserPublic
+from services.auth.schemas import MAX_REFRESH_TOKEN, Jwks, LoginIn, Reference, RefreshIn, TokenPair, UserPublic
 from shared.errors import Forbidden, InvalidInput, Unauthorized, problem_responses
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=problem_responses(400, 401, 403, 422, 429, 503))
@@ -56,8 +56,7 @@ async def logout(ctx: ContextDep, principal: CurrentUser, request: Request,
     await service.logout(ctx=ctx, principal=principal, raw_token=raw)
     response = Response(status_code=204)
     if not from_body:
-        response.delete_cookie(REFRESH_COOKIE, path=ctx.settings.refresh_cookie_path, httponly=True,
-                               samesite="strict", secure=request.url.scheme == "https")
+        response.delete_cookie(REFRESH_COOKIE, **_cookie_attributes(ctx.settings, request))
     return response
 
 
@@ -81,14 +80,19 @@ async def jwks(ctx: ContextDep, response: Response) -> dict:
 
 def _cookie_token(request: Request) -> str:
     raw = request.cookies.get(REFRESH_COOKIE)
-    if not raw or len(raw) > 256:
+    if not raw or len(raw) > MAX_REFRESH_TOKEN:
         raise Unauthorized("no refresh token: send {refresh_token}, or sign in again")
     return raw
 
 
+def _cookie_attributes(settings: Settings, request: Request) -> dict:
+    """The refresh cookie's attributes, the same when it is set and when it is cleared (Secure over HTTPS)."""
+    return {"path": settings.refresh_cookie_path, "httponly": True, "samesite": "strict",
+            "secure": request.url.scheme == "https"}
+
+
 def _into_cookie(pair: TokenPair, settings: Settings, request: Request, response: Response) -> TokenPair:
-    """Move the refresh token out of the body into the httpOnly cookie (Secure when the client came over HTTPS)."""
+    """Move the refresh token out of the body into the httpOnly cookie."""
     response.set_cookie(REFRESH_COOKIE, pair.refresh_token, max_age=settings.refresh_token_ttl,
-                        path=settings.refresh_cookie_path, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+                        **_cookie_attributes(settings, request))
     return pair.model_copy(update={"refresh_token": None})

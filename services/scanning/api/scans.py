@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from services.scanning import lists, writes
 from services.scanning.deps import Anyone, ContextDep, Scanner, pick_key
 from services.scanning.schemas import ChildScanIn, ParentFormat, ParentScanIn, ScanKind, ScanOut, ScanReference, ScanResult
-from services.scanning.views import CHILD_WEIGHT_KG
+from services.scanning.views import CHILD_WEIGHT_KG, weight_kg
 from shared.deps import IdempotencyKey, json_response
 from shared.errors import problem_responses
 from shared.pagination import Page
@@ -39,7 +39,7 @@ async def reference(ctx: ContextDep, _: Anyone) -> ScanReference:
     older than the idempotency window must not be replayed blindly)."""
     settings = ctx.settings
     return ScanReference(
-        parent_formats=[ParentFormat(pattern=p.pattern, capacity=c, full_weight_kg=c * CHILD_WEIGHT_KG)
+        parent_formats=[ParentFormat(pattern=p.pattern, capacity=c, full_weight_kg=weight_kg("parent", c))
                         for p, c in settings.parent_rules],
         child_pattern=settings.child_pattern, child_weight_kg=CHILD_WEIGHT_KG,
         idempotency_window_seconds=settings.idempotency_ttl_hours * 3600,
