@@ -1,15 +1,18 @@
 // bagtrack web app: sign-in, role-aware navigation, the screens (each a module loaded when first shown).
 import { api, hasToken, login, problem, refresh, signedIn, signedOut } from "./session.js";
 import { el, facts } from "./dom.js";
-import { unsent } from "./queue.js";
+import { stopQueues, unsent } from "./queue.js";
 
 const $ = (id) => document.getElementById(id);
 const SCREENS = {
   scan: { title: "Scan", roles: ["dispatcher", "admin"], module: "./scan.js" },
   bills: { title: "Bills", roles: ["biller", "admin"], module: "./bills.js" },
   lookup: { title: "Lookup", roles: ["dispatcher", "biller", "admin"], module: "./lookup.js" },
+  dashboard: { title: "Dashboard", roles: ["dispatcher", "biller", "admin"], module: "./dashboard.js" },
+  admin: { title: "Users", roles: ["admin"], module: "./admin.js" },
 };
 let user = null;
+let unmount = null; // what the screen on show returned to stop its timers, streams and listeners
 
 async function onLogin(event) {
   event.preventDefault();
@@ -28,6 +31,8 @@ async function logout() {
   const n = user ? unsent(user.id) : 0;
   if (n && !confirm(`${n} scan${n === 1 ? " is" : "s are"} not sent yet. They stay on this device for ${user.username} `
     + "and are sent when you sign in again. Log out?")) return;
+  leave();
+  stopQueues();
   await api("/auth/logout", { method: "POST" }).catch(() => {});
   signedOut();
   user = null;
@@ -45,18 +50,23 @@ async function home(main) {
       ["Child QR", ref.child_pattern]);
   }
   main.replaceChildren(el("h1", { textContent: `Signed in as ${user.username}` }),
-    el("p", { textContent: "The live dashboard and admin screens are still to come; the reference data below comes "
-      + "from the server." }),
+    el("p", { textContent: "Pick a screen above. What this device was told by the server:" }),
     Object.assign(facts(rows), { id: "reference" }));
 }
 
+function leave() {
+  if (typeof unmount === "function") unmount();
+  unmount = null;
+}
+
 async function route() {
+  leave();
   const main = $("screen");
   const [name, arg] = location.hash.replace(/^#\/?/, "").split("/");
   const screen = SCREENS[name];
   if (screen && screen.roles.includes(user.role)) {
     const module = await import(screen.module);
-    await module.mount(main, user, arg);
+    unmount = await module.mount(main, user, arg);
   } else {
     await home(main);
   }
@@ -64,7 +74,10 @@ async function route() {
 
 async function show() {
   let me = null;
-  try { me = hasToken() || await refresh() ? await api("/auth/me") : null; } catch { me = null; }
+  try { me = hasToken() || await refresh() ? await api("/auth/me") : null; } catch {
+    me = null; // no network: scans waiting on this device stay there until their user signs in again
+    $("login-error").textContent = "No network: signing in needs the server. Scans not sent yet stay on this device.";
+  }
   user = me && me.ok ? await me.json() : null;
   $("login").hidden = !!user;
   $("screen").hidden = !user;

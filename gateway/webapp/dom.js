@@ -1,6 +1,8 @@
 // The two DOM helpers every screen builds with (textContent only: nothing from the server is parsed as HTML).
-export const el = (tag, attrs = {}, ...children) => {
+// `attrs` are element properties, except `dataset` (read-only on an element: its entries are copied in).
+export const el = (tag, { dataset, ...attrs } = {}, ...children) => {
   const node = Object.assign(document.createElement(tag), attrs);
+  if (dataset) Object.assign(node.dataset, dataset);
   node.append(...children);
   return node;
 };
@@ -13,4 +15,13 @@ export function facts(pairs) {
     list.append(el("dt", { textContent: term }), el("dd", { textContent: String(value) }));
   }
   return list;
+}
+
+// A part of a composed answer (the dashboard's {status, age_seconds, source, ...}) that is not fresh, said with its
+// age; null when it is fresh.
+export function freshness(part) {
+  if (!part || part.status === "fresh") return null;
+  const age = part.age_seconds == null ? "" : ` ${Math.round(part.age_seconds)} s old`;
+  return el("p", { className: "stale", dataset: { source: part.source }, textContent: part.status === "stale"
+    ? `Stale: ${part.source}'s data is${age} (the last it gave)` : `${part.source} is unavailable: nothing to show yet` });
 }

@@ -1,14 +1,6 @@
 // Lookup: any QR or bill code => the composed view (GET /dashboard/lookup/{code}), with stale parts marked by age.
 import { api, problem } from "./session.js";
-import { el, facts } from "./dom.js";
-
-
-export function freshness(part) {
-  if (!part || part.status === "fresh") return null;
-  const age = part.age_seconds == null ? "" : ` (${Math.round(part.age_seconds)} s old)`;
-  return el("p", { className: "stale", textContent: part.status === "stale"
-    ? `Stale${age}: ${part.source} is not answering; showing its last known data` : `${part.source} is unavailable` });
-}
+import { el, facts, freshness } from "./dom.js";
 
 function bagView(bag) {
   return facts([["QR", bag.qr_id], ["Type", bag.type], ["Status", bag.status], ["Area", bag.dispatch_area],

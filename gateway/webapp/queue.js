@@ -13,6 +13,18 @@ const stored = (key) => JSON.parse(localStorage.getItem(key) || "[]");
 // Scans this user has on this device and the server has not taken (waiting or flagged).
 export const unsent = (userId) => stored(keyOf(userId)).length;
 
+// One queue per user on this page, whichever screen is open: it goes on sending while the worker looks something up.
+const queues = new Map();
+export function queueFor(userId, windowSeconds, send) {
+  if (!queues.has(userId)) queues.set(userId, new ScanQueue(userId, windowSeconds, send));
+  return queues.get(userId);
+}
+// Signing out stops every queue on the page: nothing of one user's is sent with the next user's token.
+export function stopQueues() {
+  for (const queue of queues.values()) queue.stop();
+  queues.clear();
+}
+
 export class ScanQueue extends EventTarget {
   constructor(userId, windowSeconds, send) {
     super();
@@ -23,49 +35,55 @@ export class ScanQueue extends EventTarget {
     this.running = false;
     this.timer = null;
   }
-  save() { localStorage.setItem(this.key, JSON.stringify(this.items)); this.emit("change"); }
+  // Every change re-reads the stored list first and writes it back in the same task, so a second tab of the same
+  // user adds to the list instead of overwriting it (both may send an item: its scan_id makes that harmless).
+  change(mutate) {
+    this.items = stored(this.key);
+    mutate();
+    localStorage.setItem(this.key, JSON.stringify(this.items));
+    this.emit("change");
+  }
+  find(scanId) { return this.items.find((i) => i.scan_id === scanId); }
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
   get waiting() { return this.items.filter((i) => i.state === "queued").length; }
   add(item) {
     const queued = { ...item, scan_id: newId(), at: Date.now(), state: "queued" };
-    this.items.push(queued);
-    this.save();
+    this.change(() => this.items.push(queued));
     this.pump();
     return queued;
   }
-  remove(scanId) { this.items = this.items.filter((i) => i.scan_id !== scanId); this.save(); }
+  remove(scanId) { this.change(() => { this.items = this.items.filter((i) => i.scan_id !== scanId); }); }
   retry(scanId) {
-    const item = this.items.find((i) => i.scan_id === scanId);
-    if (item) { item.state = "queued"; item.detail = null; item.force = true; this.save(); this.pump(); }
+    this.change(() => { const item = this.find(scanId); if (item) Object.assign(item, { state: "queued", detail: null, force: true }); });
+    this.pump();
   }
+  mark(scanId, state, detail) { this.change(() => { const item = this.find(scanId); if (item) Object.assign(item, { state, detail }); }); }
   // A child behind a parent scan that failed waits (flagged) until that parent is re-sent or discarded.
   blocked(item) {
     return item.kind === "child" && this.items.some((p) => p.kind === "parent" && p.qr_id === item.parent_qr
       && p.state !== "queued" && this.items.indexOf(p) < this.items.indexOf(item));
   }
   later(ms) { clearTimeout(this.timer); this.timer = setTimeout(() => this.pump(), ms); }
+  stop() { clearTimeout(this.timer); this.stopped = true; } // signed out: nothing more is sent from this page
   async pump() {
-    if (this.running) return;
+    if (this.running || this.stopped) return;
     this.running = true;
     try {
       for (;;) {
+        this.items = stored(this.key);
         const next = this.items.find((i) => i.state === "queued" && !this.blocked(i));
         if (!next) break;
         if (!next.force && Date.now() - next.at > this.windowMs) {
-          next.state = "stale";
-          next.detail = "older than the server's replay window: send it again only if it was not recorded";
-          this.save();
+          this.mark(next.scan_id, "stale", "older than the server's replay window: send it again only if it was not recorded");
           continue;
         }
         const result = await this.send(next);
+        if (this.stopped) break;
         if (result.kind === "ok") {
-          this.items = this.items.filter((i) => i !== next);
-          this.save();
+          this.remove(next.scan_id);
           this.emit("landed", { item: next, body: result.body });
         } else if (result.kind === "rejected") {
-          next.state = result.conflict ? "conflict" : "failed";
-          next.detail = result.detail;
-          this.save();
+          this.mark(next.scan_id, result.conflict ? "conflict" : "failed", result.detail);
           this.emit("rejected", { item: next, detail: result.detail });
         } else if (result.kind === "retry") {
           this.emit("paced", { after: result.after });

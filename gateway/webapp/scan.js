@@ -2,7 +2,7 @@
 // through the queue (queue.js), so a dropped network only means "waiting", never a lost scan.
 import { api, problem } from "./session.js";
 import { el } from "./dom.js";
-import { ScanQueue } from "./queue.js";
+import { queueFor } from "./queue.js";
 
 const DOUBLE_READ_MS = 1000;
 
@@ -47,7 +47,7 @@ export async function mount(root, user) {
   const ref = refResponse.ok ? await refResponse.json() : null;
   const formats = ref ? ref.parent_formats.map((f) => ({ re: new RegExp(f.pattern), capacity: f.capacity })) : [];
   const childRe = ref ? new RegExp(ref.child_pattern) : /^[A-Z0-9-]{4,20}$/;
-  const queue = new ScanQueue(user.id, ref ? ref.idempotency_window_seconds : 48 * 3600, send);
+  const queue = queueFor(user.id, ref ? ref.idempotency_window_seconds : 48 * 3600, send);
   const state = { parent: null, lastChild: null, last: { code: "", at: 0 } };
 
   const input = el("input", { id: "scan-input", className: "scan-input", autocomplete: "off", spellcheck: false,
@@ -87,7 +87,9 @@ export async function mount(root, user) {
       return el("li", { dataset: { state: i.state } }, `${what} — ${why} `, again, discard);
     }));
   };
-  queue.addEventListener("change", render);
+  const screen = new AbortController(); // the listeners this screen adds, removed when it is left
+  const on = { signal: screen.signal };
+  queue.addEventListener("change", render, on);
   queue.addEventListener("landed", ({ detail: { item, body } }) => {
     if (!state.parent || state.parent.qr_id === body.parent.qr_id) state.parent = body.parent;
     if (item.kind === "child") state.lastChild = { parent_qr: item.parent_qr, child_qr: item.child_qr, landed: true };
@@ -98,9 +100,9 @@ export async function mount(root, user) {
       say(text, done ? "done" : "ok");
     }
     render();
-  });
-  queue.addEventListener("rejected", ({ detail }) => { say(detail.detail, "error"); render(); });
-  queue.addEventListener("offline", () => render());
+  }, on);
+  queue.addEventListener("rejected", ({ detail }) => { say(detail.detail, "error"); render(); }, on);
+  queue.addEventListener("offline", () => render(), on);
 
   function scan(raw) {
     const code = normalise(raw);
@@ -118,7 +120,7 @@ export async function mount(root, user) {
       if (!state.parent) { say(`${code}: scan a parent bag first`, "error"); return; }
       const item = queue.add({ kind: "child", parent_qr: state.parent.qr_id, child_qr: code });
       state.lastChild = { parent_qr: item.parent_qr, child_qr: code, scan_id: item.scan_id };
-      if (queue.items.includes(item) && !navigator.onLine) say(`${code} queued (offline)`, "queued");
+      if (queue.find(item.scan_id) && !navigator.onLine) say(`${code} queued (offline)`, "queued");
     } else {
       say(`${code} is not a bag QR: a parent looks like ${ref ? ref.parent_formats.map((f) => f.pattern).join(" or ") : "SB12345"}`, "error");
     }
@@ -137,7 +139,7 @@ export async function mount(root, user) {
     const last = state.lastChild;
     input.focus();
     if (!last) { say("Nothing to undo", "error"); return; }
-    const queued = queue.items.find((i) => i.scan_id === last.scan_id && i.state === "queued");
+    const queued = last.scan_id && queue.find(last.scan_id);
     if (queued) { queue.remove(queued.scan_id); say(`${last.child_qr} removed before it was sent`, "ok"); }
     else {
       const response = await api(`/bags/${encodeURIComponent(last.parent_qr)}/children/${encodeURIComponent(last.child_qr)}`,
@@ -152,10 +154,10 @@ export async function mount(root, user) {
     render();
   });
   next.addEventListener("click", () => { state.parent = null; state.lastChild = null; say("Scan the next parent", "ok"); render(); input.focus(); });
-  window.addEventListener("online", () => queue.pump());
-  window.addEventListener("offline", render);
+  window.addEventListener("online", () => queue.pump(), { signal: screen.signal });
+  window.addEventListener("offline", render, { signal: screen.signal });
   render();
   input.focus();
   queue.pump();
-  return { queue };
+  return () => screen.abort(); // leaving the screen: the queue goes on sending; only this screen's listeners go
 }

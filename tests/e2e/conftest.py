@@ -25,7 +25,8 @@ def stack(backend):
     env = {"BAGTRACK_VAR_DIR": str(var_dir), "BAGTRACK_ADMIN_USERNAME": ADMIN[0],
            "BAGTRACK_ADMIN_PASSWORD": ADMIN[1], "LOG_LEVEL": "INFO", "UPSTREAM_TIMEOUT": "5",
            "AUTH_REFRESH_REUSE_LEEWAY": "1",  # a retried refresh within 1 s is a retry, after it a reuse
-           "DASHBOARD_STREAM_HEARTBEAT": "1"}  # tests/e2e/test_dashboard_live.py sees heartbeats without waiting 10 s
+           "DASHBOARD_STREAM_HEARTBEAT": "1",  # tests/e2e/test_dashboard_live.py sees heartbeats without waiting 10 s
+           "AUTH_LOCKOUT_THRESHOLD": "3"}  # test_web_browser.py locks an account (below the 5 per client) to unlock it
     if backend.database_url:
         env["DATABASE_URL"] = backend.database_url + "_e2e"
         env["REDIS_URL"] = E2E_REDIS_URL

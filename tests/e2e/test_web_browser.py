@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, bearer, create, login
+from tests.e2e.conftest import ADMIN, PASSWORD, bearer, create, login, new_name
 from tests.support import IN_CI
 
 pytestmark = pytest.mark.e2e
@@ -35,8 +35,18 @@ def test_sign_in_reload_and_sign_out_in_a_browser(chromium, stack, gw, admin_tok
     user = create(gw, admin_token, "dispatcher", "raipur")
     context = chromium.new_context(viewport={"width": width, "height": 800})
     page = context.new_page()
+    loaded = []
+    page.on("requestfinished", lambda request: loaded.append(request))
     try:
         page.goto(stack.url() + "/")
+        page.wait_for_selector("input[name=username]:focus")
+        # The first screen: everything from the project's own origin (it works on a LAN without internet), under
+        # 200 KB transferred, and no chart code until the dashboard is opened.
+        assert loaded and all(r.url.startswith(stack.url() + "/") for r in loaded), [r.url for r in loaded]
+        transferred = sum(r.sizes()["responseBodySize"] + r.sizes()["responseHeadersSize"] for r in loaded)
+        assert transferred < 200_000, transferred
+        assert not [r.url for r in loaded if r.url.endswith(("/trends.js", "/dashboard.js"))]
+        print(f"first screen: {len(loaded)} requests, {transferred} bytes transferred")
         page.fill("input[name=username]", user["username"])
         page.fill("input[name=password]", "wrong" + PASSWORD)
         page.press("input[name=password]", "Enter")
@@ -62,15 +72,24 @@ def test_sign_in_reload_and_sign_out_in_a_browser(chromium, stack, gw, admin_tok
         context.close()
 
 
-def signed_in_page(chromium, stack, user, width=1280, screen="scan", ready="#scan-input:focus"):
+def signed_in_page(chromium, stack, user, width=1280, screen="scan", ready="#scan-input:focus", password=PASSWORD):
     context = chromium.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
     page.goto(stack.url() + f"/#/{screen}")
     page.fill("input[name=username]", user["username"])
-    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password]", password)
     page.press("input[name=password]", "Enter")
     page.wait_for_selector(ready)
     return context, page
+
+
+def digits(user, n, key):
+    """n digits of a (random, hex) username, its a-f mapped through `key`: QR codes no other test makes."""
+    return user["username"][-n:].translate(str.maketrans("abcdef", key))
+
+
+def stored_scans(page, user) -> int:
+    return page.evaluate(f"JSON.parse(localStorage.getItem('bagtrack.queue.{user['id']}') || '[]').length")
 
 
 def scan(page, code):
@@ -87,7 +106,7 @@ def bag(gw, admin_token, qr):
 def test_a_dispatcher_fills_a_parent_of_30_in_the_scan_station(chromium, stack, gw, admin_token, backend):
     user = create(gw, admin_token, "dispatcher", "indore")
     context, page = signed_in_page(chromium, stack, user, width=360)
-    parent = "SB" + user["username"][-5:].translate(str.maketrans("abcdef", "123456"))
+    parent = "SB" + digits(user, 5, "123456")
     try:
         scan(page, parent)
         page.wait_for_selector("#scan-status:has-text('created')")
@@ -108,7 +127,7 @@ def test_a_dispatcher_fills_a_parent_of_30_in_the_scan_station(chromium, stack, 
 def test_scans_made_offline_queue_and_land_once_when_the_network_returns(chromium, stack, gw, admin_token, backend):
     user = create(gw, admin_token, "dispatcher", "lucknow")
     context, page = signed_in_page(chromium, stack, user)
-    parent = "SB" + user["username"][-5:].translate(str.maketrans("abcdef", "678901"))
+    parent = "SB" + digits(user, 5, "678901")
     try:
         scan(page, parent)
         page.wait_for_selector("#scan-status:has-text('created')")
@@ -129,7 +148,7 @@ def test_scans_made_offline_queue_and_land_once_when_the_network_returns(chromiu
 def test_a_child_whose_answer_is_lost_after_the_commit_lands_once(chromium, stack, gw, admin_token):
     user = create(gw, admin_token, "dispatcher", "jaipur")
     context, page = signed_in_page(chromium, stack, user)
-    parent = "SB" + user["username"][-5:].translate(str.maketrans("abcdef", "234567"))
+    parent = "SB" + digits(user, 5, "234567")
     lost = []
 
     def lose_the_first_answer(route):
@@ -158,7 +177,7 @@ def test_a_child_whose_answer_is_lost_after_the_commit_lands_once(chromium, stac
 def test_lookup_shows_a_child_with_its_parent_and_errors_in_the_apis_words(chromium, stack, gw, admin_token):
     user = create(gw, admin_token, "dispatcher", "ranchi")
     token = login(gw, user["username"]).json()["access_token"]
-    parent = "SB" + user["username"][-5:].translate(str.maketrans("abcdef", "345678"))
+    parent = "SB" + digits(user, 5, "345678")
     auth = bearer(token)
     assert gw.post("/scans/parent", json={"qr_id": parent}, headers=auth).status_code == 200
     assert gw.post("/scans/child", json={"parent_qr": parent, "child_qr": f"LK{parent}"}, headers=auth).status_code == 200
@@ -177,7 +196,7 @@ def test_lookup_shows_a_child_with_its_parent_and_errors_in_the_apis_words(chrom
 def test_a_biller_builds_and_completes_a_bill(chromium, stack, gw, admin_token, backend):
     dispatcher = create(gw, admin_token, "dispatcher", "bathinda")
     token = login(gw, dispatcher["username"]).json()["access_token"]
-    stem = dispatcher["username"][-4:].translate(str.maketrans("abcdef", "456789"))
+    stem = digits(dispatcher, 4, "456789")
     parents = [f"SB{stem}{n}" for n in (1, 2)]
     for qr in parents:
         response = gw.post("/scans/parent", json={"qr_id": qr}, headers=bearer(token))
@@ -203,5 +222,150 @@ def test_a_biller_builds_and_completes_a_bill(chromium, stack, gw, admin_token, 
         bill_id = page.inner_text("#bill-head h1").removeprefix("Bill ")
         bill = gw.get(f"/bills/{bill_id}", headers=bearer(admin_token)).json()
         assert bill["status"] == "completed" and {b["parent_qr"] for b in bill["bags"]} == set(parents)
+    finally:
+        context.close()
+
+
+def test_a_conflict_is_flagged_in_the_apis_words_for_the_worker_to_discard(chromium, stack, gw, admin_token):
+    other = create(gw, admin_token, "dispatcher", "akola")
+    token = login(gw, other["username"]).json()["access_token"]
+    stem = digits(other, 4, "567890")
+    taken, mine, child = f"SB{stem}1", f"SB{stem}2", f"TAKEN{stem}"
+    assert gw.post("/scans/parent", json={"qr_id": taken}, headers=bearer(token)).status_code == 200
+    assert gw.post("/scans/child", json={"parent_qr": taken, "child_qr": child}, headers=bearer(token)).status_code == 200
+    user = create(gw, admin_token, "dispatcher", "akola")
+    context, page = signed_in_page(chromium, stack, user)
+    try:
+        scan(page, "??")  # not a bag QR at all: refused on the spot, nothing queued
+        page.wait_for_selector("#scan-status[data-kind=error]:has-text('not a bag QR')")
+        scan(page, mine)
+        page.wait_for_selector("#scan-status:has-text('created')")
+        scan(page, child)  # already on another parent: the API's 409, flagged with its own words
+        page.wait_for_selector("#scan-flagged li[data-state=conflict]")
+        flagged = page.inner_text("#scan-flagged")
+        assert child in flagged and taken in page.inner_text("#scan-status"), flagged
+        assert stored_scans(page, user) == 1
+        page.click("#scan-flagged li[data-state=conflict] button:has-text('Discard')")
+        page.wait_for_selector("#scan-flagged li", state="detached")
+        assert stored_scans(page, user) == 0
+        page.wait_for_selector("#scan-input:focus")  # the worker goes on scanning without touching the screen
+        assert bag(gw, admin_token, child)["parent_qr"] == taken
+    finally:
+        context.close()
+
+
+def test_queued_scans_survive_a_reload_and_land_once(chromium, stack, gw, admin_token):
+    user = create(gw, admin_token, "dispatcher", "hisar")
+    context, page = signed_in_page(chromium, stack, user)
+    parent = "SB" + digits(user, 5, "789012")
+    try:
+        context.set_offline(True)
+        scan(page, parent)
+        for n in range(3):
+            scan(page, f"RL{parent}{n}")
+        page.wait_for_selector("#scan-waiting:has-text('4 scans waiting')")
+        # The network comes back but the scan API does not answer yet: the reload must find the queue in storage.
+        page.route("**/api/v1/scans/parent", lambda route: route.abort())
+        page.route("**/api/v1/scans/child", lambda route: route.abort())
+        context.set_offline(False)
+        page.reload()
+        page.wait_for_selector("#scan-waiting:has-text('4 scans waiting')")
+        page.unroute("**/api/v1/scans/parent")
+        page.unroute("**/api/v1/scans/child")
+        page.wait_for_selector("#scan-count:has-text('3/30')", timeout=20000)
+        page.wait_for_selector("#scan-waiting:empty", state="attached")
+        assert bag(gw, admin_token, parent)["child_count"] == 3
+        scans = gw.get("/scans", params={"qr": parent}, headers=bearer(admin_token)).json()["items"]
+        assert len([s for s in scans if s["kind"] == "parent"]) == 1, scans
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_the_dashboard_shows_a_new_scan_live(chromium, stack, gw, admin_token, backend, width):
+    biller = create(gw, admin_token, "biller")
+    dispatcher = create(gw, admin_token, "dispatcher", "sangaria")
+    token = login(gw, dispatcher["username"]).json()["access_token"]
+    parent = "SB" + digits(dispatcher, 5, "890123")
+    context, page = signed_in_page(chromium, stack, biller, width=width, screen="dashboard",
+                                   ready="#dash-live[data-state=live]")
+    try:
+        page.wait_for_selector("#dash-stats dd")
+        page.wait_for_selector("#dash-trends svg.chart")
+        assert gw.post("/scans/parent", json={"qr_id": parent}, headers=bearer(token)).status_code == 200
+        # The stream brings it: no reload, no polling by the page.
+        page.wait_for_selector(f"#dash-scans li:has-text('{parent}')", timeout=15000)
+        assert dispatcher["username"] in page.inner_text("#dash-scans")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"dashboard-{width}px-{backend.name}.png"), full_page=True)
+        # Leaving the screen closes the stream (the screen's unmount): no request is left reading it.
+        page.click("nav a:has-text('Lookup')")
+        page.wait_for_selector("#lookup-input:focus")
+    finally:
+        context.close()
+
+
+def test_an_admin_creates_a_user_sees_errors_and_unlocks_a_locked_account(chromium, stack, gw, admin_token, backend):
+    admin = {"username": ADMIN[0]}
+    context, page = signed_in_page(chromium, stack, admin, screen="admin", ready="#user-form", password=ADMIN[1])
+    name = new_name("web")
+    try:
+        form = "#user-form"
+        page.fill(f"{form} input[name=username]", name)
+        page.fill(f"{form} input[name=email]", f"{name}@example.com")
+        page.fill(f"{form} input[name=password]", "short")  # the password rule, in the API's words
+        page.select_option(f"{form} select[name=role]", "dispatcher")
+        page.select_option(f"{form} select[name=dispatch_area]", "raipur")
+        page.click(f"{form} button[type=submit]")
+        page.wait_for_selector("#admin-message[data-kind=error]")
+        page.fill(f"{form} input[name=username]", name)
+        page.fill(f"{form} input[name=email]", f"{name}@example.com")
+        page.fill(f"{form} input[name=password]", PASSWORD)
+        page.select_option(f"{form} select[name=role]", "dispatcher")
+        page.select_option(f"{form} select[name=dispatch_area]", "raipur")
+        page.click(f"{form} button[type=submit]")
+        page.wait_for_selector(f"#admin-message[data-kind=ok]:has-text('Created {name}')")
+        page.wait_for_selector(f"#user-list tr[data-username='{name}']")
+        assert login(gw, name).status_code == 200
+        for _ in range(3):  # AUTH_LOCKOUT_THRESHOLD=3 in the e2e stack
+            assert login(gw, name, "wrong" + PASSWORD).status_code == 401
+        assert login(gw, name).status_code == 401  # locked: the right password no longer opens it
+        page.click("#user-filter button[type=submit]")
+        row = f"#user-list tr[data-username='{name}']"
+        page.wait_for_selector(f"{row} td:has-text('locked until')")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"admin-locked-1280px-{backend.name}.png"), full_page=True)
+        page.click(f"{row} button.unlock")
+        page.wait_for_selector(f"#admin-message:has-text('{name}: unlocked')")
+        assert login(gw, name).status_code == 200
+        page.select_option(f"{row} select[aria-label='role of {name}']", "biller")
+        page.click(f"{row} button:has-text('Save')")
+        page.wait_for_selector(f"#admin-message:has-text('{name}: saved')")
+        users = gw.get("/users", params={"q": name}, headers=bearer(admin_token)).json()["items"]
+        assert [u["role"] for u in users] == ["biller"], users
+    finally:
+        context.close()
+
+
+def test_a_worker_gets_around_by_keyboard_alone(chromium, stack, gw, admin_token):
+    user = create(gw, admin_token, "dispatcher", "jaipur")
+    context = chromium.new_context(viewport={"width": 360, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(stack.url() + "/")
+        page.wait_for_selector("input[name=username]:focus")  # the first field has the focus on arrival
+        page.keyboard.type(user["username"])
+        page.keyboard.press("Tab")
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"#who:has-text('{user['username']}')")
+        for _ in range(10):  # Tab from the top of the page to the Lookup link, then Enter
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.textContent") == "Lookup":
+                break
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#lookup-input:focus")
+        page.keyboard.press("Shift+Tab")
+        assert page.evaluate("document.activeElement.tagName") in {"A", "BUTTON"}  # the way back is reachable too
     finally:
         context.close()
