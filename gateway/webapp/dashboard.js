@@ -7,21 +7,27 @@ import { charts } from "./trends.js";
 
 const RECENT = 15; // activity rows kept on screen
 const MAX_BACKOFF_MS = 30000;
+const SILENT_PERIODS = 3; // a stream that said nothing for this many heartbeat periods is dead: reopen it
+const DEFAULT_HEARTBEAT_S = 10;
 
-// Server-Sent Events from a fetch body: yields {id, event, data} for each complete event (comments are heartbeats).
-async function* events(body) {
+// Server-Sent Events from a fetch body: yields {id, event, data, retry, heartbeat} for each complete event. Comments
+// are heartbeats; the first one names their period (": heartbeat 10"). `alive()` is called on every chunk read.
+async function* events(body, alive) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
+    alive();
     buffer += value.replace(/\r\n?/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const message = { id: null, event: "message", data: [], retry: null };
+      const message = { id: null, event: "message", data: [], retry: null, heartbeat: null };
       for (const line of block.split("\n")) {
+        const period = /^: ?heartbeat ([0-9.]+)$/.exec(line);
+        if (period) message.heartbeat = Number(period[1]);
         if (!line || line.startsWith(":")) continue;
         const colon = line.indexOf(":");
         const field = colon < 0 ? line : line.slice(0, colon);
@@ -30,7 +36,9 @@ async function* events(body) {
         else if (field === "id" || field === "event") message[field] = text;
         else if (field === "retry") message.retry = Number(text);
       }
-      if (message.data.length || message.retry != null) yield { ...message, data: message.data.join("\n") };
+      if (message.data.length || message.retry != null || message.heartbeat != null) {
+        yield { ...message, data: message.data.join("\n") };
+      }
     }
   }
 }
@@ -119,52 +127,66 @@ export async function mount(root, user) {
   const abort = new AbortController();
   let lastId = null;
   let retryMs = 2000;
-  let failures = 0;
-  let expired = false;
   const sleep = (ms) => new Promise((resolve) => { const t = setTimeout(resolve, ms);
     abort.signal.addEventListener("abort", () => { clearTimeout(t); resolve(); }, { once: true }); });
 
-  // One stream at a time, reopened with Last-Event-ID after a drop (the server replays what was missed or says
-  // `reset`), after `expired` (api() refreshes the token first), and after `reconnect` (a replica draining).
-  async function follow() {
-    while (!abort.signal.aborted) {
-      let response = null;
-      try {
-        response = await api("/dashboard/stream", { signal: abort.signal,
-          headers: { Accept: "text/event-stream", ...(lastId ? { "Last-Event-ID": lastId } : {}) } });
-      } catch { response = null; }
-      if (abort.signal.aborted) return;
-      if (response && response.ok) {
-        failures = 0;
-        live.textContent = "Live";
-        live.dataset.state = "live";
-        try {
-          for await (const message of events(response.body)) {
-            if (message.retry) retryMs = message.retry;
-            if (message.id) lastId = message.id;
-            if (!message.data) continue;
-            const data = JSON.parse(message.data);
-            if (message.event === "stats") renderStats(data);
-            else if (message.event === "scan") prepend(scans, seen.scans, data, scanLine);
-            else if (message.event === "bill") prepend(bills, seen.bills, data, billLine);
-            else if (message.event === "reset") await loadActivity();
-            else if (message.event === "expired") { expired = true; break; }
-            else if (message.event === "reconnect") break;
-          }
-        } catch { /* the connection dropped: reopen below */ }
-        if (abort.signal.aborted) return;
-        if (expired) { expired = false; continue; } // api() refreshes the token before reopening
-      } else if (response && (response.status === 401 || response.status === 403)) {
+  // One stream until it ends: "live" (it ran, then dropped or went silent), "expired" (the token ran out),
+  // "failed" (no answer) or "denied" (401/403, shown). A connection that died without closing (Wi-Fi gone, a peer
+  // frozen) sends nothing, not even heartbeats: a watchdog aborts it after SILENT_PERIODS heartbeat periods.
+  async function once() {
+    const connection = new AbortController();
+    const stop = () => connection.abort();
+    abort.signal.addEventListener("abort", stop, { once: true });
+    let heard = Date.now();
+    let heartbeatMs = DEFAULT_HEARTBEAT_S * 1000;
+    const watchdog = setInterval(() => {
+      if (Date.now() - heard > SILENT_PERIODS * heartbeatMs) connection.abort();
+    }, 1000);
+    try {
+      const response = await api("/dashboard/stream", { signal: connection.signal,
+        headers: { Accept: "text/event-stream", ...(lastId ? { "Last-Event-ID": lastId } : {}) } });
+      if (response.status === 401 || response.status === 403) {
         live.textContent = `Not live: ${await problem(response)}`;
         live.dataset.state = "down";
-        return;
-      } else {
-        failures += 1;
+        return "denied";
       }
-      const wait = Math.min(retryMs * 2 ** Math.max(0, failures - 1), MAX_BACKOFF_MS);
+      if (!response.ok) return "failed";
+      live.textContent = "Live";
+      live.dataset.state = "live";
+      for await (const message of events(response.body, () => { heard = Date.now(); })) {
+        if (message.heartbeat) heartbeatMs = message.heartbeat * 1000;
+        if (message.retry) retryMs = message.retry;
+        if (message.id) lastId = message.id;
+        if (!message.data) continue;
+        const data = JSON.parse(message.data);
+        if (message.event === "stats") renderStats(data);
+        else if (message.event === "scan") prepend(scans, seen.scans, data, scanLine);
+        else if (message.event === "bill") prepend(bills, seen.bills, data, billLine);
+        else if (message.event === "reset") await loadActivity();
+        else if (message.event === "expired") return "expired";
+        else if (message.event === "reconnect") break;
+      }
+      return "live";
+    } catch {
+      return live.dataset.state === "live" ? "live" : "failed"; // dropped, aborted by the watchdog, or no network
+    } finally {
+      clearInterval(watchdog);
+      abort.signal.removeEventListener("abort", stop);
+    }
+  }
+
+  // Reopened with Last-Event-ID after a drop (the server replays what was missed or says `reset`), at once after
+  // `expired` (api() refreshes the token first), after the server's `retry` otherwise, backing off while it fails.
+  async function follow() {
+    let failures = 0;
+    while (!abort.signal.aborted) {
+      const outcome = await once();
+      if (abort.signal.aborted || outcome === "denied") return;
+      if (outcome === "expired") continue;
+      failures = outcome === "live" ? 0 : failures + 1;
       live.textContent = `Reconnecting${navigator.onLine ? "" : " (offline)"}: the counters below may be out of date`;
       live.dataset.state = "reconnecting";
-      await sleep(wait);
+      await sleep(Math.min(retryMs * 2 ** Math.max(0, failures - 1), MAX_BACKOFF_MS));
     }
   }
 

@@ -338,7 +338,9 @@ async def event_stream(*, hub: Hub, principal: Principal, expires: float, last_e
     live events, heartbeats while nothing happens, and an `expired` event when the token expires."""
     subscriber = hub.subscribe(principal)
     try:
-        yield f"retry: {retry_ms}\n\n".encode()
+        # The heartbeat's period, as a comment (other clients ignore it): the web app reopens a stream that has
+        # been silent for three periods, the only sign of a connection that died without closing (patchy Wi-Fi).
+        yield f"retry: {retry_ms}\n: heartbeat {heartbeat:g}\n\n".encode()
         sent = last_event_id or (0, 0)
         backlog: list[tuple[EventId, Event]] = []
         if last_event_id is not None:

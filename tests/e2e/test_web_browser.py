@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -368,4 +369,68 @@ def test_a_worker_gets_around_by_keyboard_alone(chromium, stack, gw, admin_token
         page.keyboard.press("Shift+Tab")
         assert page.evaluate("document.activeElement.tagName") in {"A", "BUTTON"}  # the way back is reachable too
     finally:
+        context.close()
+
+
+def sign_in(page, user, password=PASSWORD):
+    page.fill("input[name=username]", user["username"])
+    page.fill("input[name=password]", password)
+    page.press("input[name=password]", "Enter")
+    page.wait_for_selector(f"#who:has-text('{user['username']}')")
+
+
+def test_signing_out_with_unsent_scans_warns_and_keeps_them_for_that_user_only(chromium, stack, gw, admin_token):
+    first = create(gw, admin_token, "dispatcher", "raipur")
+    second = create(gw, admin_token, "dispatcher", "raipur")
+    context, page = signed_in_page(chromium, stack, first)
+    parent = "SB" + digits(first, 5, "901234")
+    asked = []
+    try:
+        context.set_offline(True)
+        scan(page, parent)
+        scan(page, f"KEPT{parent}")
+        page.wait_for_selector("#scan-waiting:has-text('2 scans waiting')")
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+        page.click("#logout")
+        page.wait_for_selector("#login:not([hidden])")
+        assert asked and "2 scans are not sent" in asked[0] and first["username"] in asked[0], asked
+        context.set_offline(False)
+        sign_in(page, second)  # the next worker on the same tablet: their station is empty, nothing of the first's sent
+        page.goto(stack.url() + "/#/scan")
+        page.wait_for_selector("#scan-input:focus")
+        page.wait_for_selector("#scan-waiting:empty", state="attached")
+        assert gw.get(f"/bags/{parent}", headers=bearer(admin_token)).status_code == 404
+        assert stored_scans(page, first) == 2
+        page.click("#logout")  # nothing unsent: no question
+        page.wait_for_selector("#login:not([hidden])")
+        sign_in(page, first)  # back again: the first worker's scans go, as theirs
+        page.goto(stack.url() + "/#/scan")
+        page.wait_for_selector("#scan-count:has-text('1/30')", timeout=20000)
+        scans = gw.get("/scans", params={"qr": parent}, headers=bearer(admin_token)).json()["items"]
+        assert {s["username"] for s in scans} == {first["username"]} and len(scans) == 2, scans
+        assert asked == [asked[0]]
+    finally:
+        context.close()
+
+
+def test_the_dashboard_reopens_a_stream_gone_silent_and_catches_up(chromium, stack, gw, admin_token):
+    """A connection that dies without closing (Wi-Fi gone) sends nothing: frozen here by stopping the dashboard
+    process (SIGSTOP), since Chromium's offline emulation leaves an open stream flowing. The page's watchdog (three
+    heartbeat periods; the e2e stack beats every second) gives up on it, says so, and the stream reopened with
+    Last-Event-ID brings the scan made meanwhile."""
+    dispatcher = create(gw, admin_token, "dispatcher", "bathinda")
+    token = login(gw, dispatcher["username"]).json()["access_token"]
+    parent = "SB" + digits(dispatcher, 5, "012345")
+    context, page = signed_in_page(chromium, stack, dispatcher, screen="dashboard", ready="#dash-live[data-state=live]")
+    dashboard = stack.procs["dashboard"].pid
+    try:
+        assert "bathinda" in page.inner_text("#screen h1")  # a dispatcher's dashboard is their area's
+        os.kill(dashboard, signal.SIGSTOP)
+        page.wait_for_selector("#dash-live[data-state=reconnecting]", timeout=15000)
+        assert gw.post("/scans/parent", json={"qr_id": parent}, headers=bearer(token)).status_code == 200
+        os.kill(dashboard, signal.SIGCONT)
+        page.wait_for_selector("#dash-live[data-state=live]", timeout=60000)
+        page.wait_for_selector(f"#dash-scans li:has-text('{parent}')", timeout=15000)
+    finally:
+        os.kill(dashboard, signal.SIGCONT)
         context.close()
