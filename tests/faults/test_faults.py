@@ -168,7 +168,12 @@ class Phases:
 
 
 def within(during: float, before: float) -> bool:
-    return during <= max(before * 1.2, before + 0.015)
+    """A service the fault does not reach keeps its latency: within 100 ms of before. The faults injected cost a
+    coupled request far more (the slowed database ≥ 200 ms a query, the frozen upstream its whole timeout), while a
+    2 s phase at 30 req/s over six routes holds about ten samples a service, so its p95 is nearly its maximum: on a
+    shared 2-core machine one scheduling stall under the full suite moved billing's from 29 to 91 ms (a 15 ms bound
+    failed there)."""
+    return during <= before + 0.1
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +220,8 @@ def run_fault(fleet, token: str, qr: str, name: str, inject, restore) -> Phases:
         time.sleep(0.5)  # connections warm
         phases.mark("before")
         time.sleep(PHASE)
+        inject()  # then the mark: a request sent between the two would count as "during" yet miss the fault
         phases.mark("during")
-        inject()
         time.sleep(PHASE)
         phases.mark("after")
         restore()
