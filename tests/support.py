@@ -125,6 +125,7 @@ class TcpProxy:
         self.port = free_port()
         self.hung = False  # hang(): bytes are swallowed both ways, connections stay open (a server that froze)
         self.latency = 0.0  # slow(): seconds each chunk waits before it is passed on, in either direction
+        self.refusing = False  # stop() until start(): even a connection accepted just before the stop is cut
         self._loop = asyncio.new_event_loop()
         self._server = None
         self._writers: set = set()
@@ -149,10 +150,17 @@ class TcpProxy:
                 writer.close()
 
         async def handle(client_reader, client_writer) -> None:
+            if self.refusing:
+                client_writer.transport.abort()
+                return
             try:
                 server_reader, server_writer = await asyncio.open_connection(*self.target)
             except OSError:
                 client_writer.close()
+                return
+            if self.refusing:  # accepted just before stop() and connected after it: cut like the rest
+                client_writer.transport.abort()
+                server_writer.transport.abort()
                 return
             self._writers.update((client_writer, server_writer))
             await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
@@ -160,6 +168,8 @@ class TcpProxy:
 
         async def listen() -> None:
             self._server = await asyncio.start_server(handle, "127.0.0.1", self.port, reuse_address=True)
+
+        self.refusing = False
 
         self._run(listen())
         return self
@@ -184,6 +194,7 @@ class TcpProxy:
     def stop(self) -> None:
         """Refuse new connections and reset the open ones."""
         async def shut() -> None:
+            self.refusing = True
             self._server.close()
             for writer in list(self._writers):
                 writer.transport.abort()

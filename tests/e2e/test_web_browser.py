@@ -405,7 +405,8 @@ def test_signing_out_with_unsent_scans_warns_and_keeps_them_for_that_user_only(c
         page.wait_for_selector("#login:not([hidden])")
         sign_in(page, first)  # back again: the first worker's scans go, as theirs
         page.goto(stack.url() + "/#/scan")
-        page.wait_for_selector("#scan-count:has-text('1/30')", timeout=20000)
+        page.wait_for_selector("#scan-count:has-text('1/30')", timeout=20000)  # counts queued children too...
+        page.wait_for_selector("#scan-waiting:empty", state="attached", timeout=20000)  # ...so wait until all went
         scans = gw.get("/scans", params={"qr": parent}, headers=bearer(admin_token)).json()["items"]
         assert {s["username"] for s in scans} == {first["username"]} and len(scans) == 2, scans
         assert asked == [asked[0]]
