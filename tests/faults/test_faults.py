@@ -266,8 +266,12 @@ def test_scannings_database_cut_then_restored(faulty_fleet):
     assert refused, "the database was cut but nothing was refused"
     print(f"scanning-db refused during the cut: {len(refused)}, p95 {p95(refused) * 1000:.1f} ms")
     assert p95(refused) < 0.5, p95(refused)
-    writes = phases.samples("during")
-    assert {s[2] for s in writes if s[1] == "scan-write"} <= {503}, phases.statuses("during", "scan-write")
+    # A write sent in the last moments of the cut may wait for a connection until the database is back, and land
+    # (seen: sent 1.996 s into a 2 s cut, answered 200 once the proxy listened again): that is the pool's wait
+    # working, so only the writes answered while the database was still cut must have been refused.
+    cut_ends = phases.marks["after"]
+    answered_in_cut = [s for s in phases.samples("during") if s[1] == "scan-write" and s[0] + s[3] < cut_ends]
+    assert answered_in_cut and {s[2] for s in answered_in_cut} <= {503}, phases.statuses("during", "scan-write")
     assert phases.recovered_in("scan-write") is not None, "scans never landed again"
     for service in OTHERS:
         assert set(phases.statuses("during", service)) == {200}, (service, phases.statuses("during", service))
