@@ -227,7 +227,7 @@ def test_a_biller_builds_and_completes_a_bill(chromium, stack, gw, admin_token, 
         context.close()
 
 
-def test_a_conflict_is_flagged_in_the_apis_words_for_the_worker_to_discard(chromium, stack, gw, admin_token):
+def test_a_conflict_is_flagged_in_the_apis_words_for_the_worker_to_discard(chromium, stack, gw, admin_token, backend):
     other = create(gw, admin_token, "dispatcher", "akola")
     token = login(gw, other["username"]).json()["access_token"]
     stem = digits(other, 4, "567890")
@@ -246,6 +246,8 @@ def test_a_conflict_is_flagged_in_the_apis_words_for_the_worker_to_discard(chrom
         flagged = page.inner_text("#scan-flagged")
         assert child in flagged and taken in page.inner_text("#scan-status"), flagged
         assert stored_scans(page, user) == 1
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"scan-conflict-1280px-{backend.name}.png"), full_page=True)
         page.click("#scan-flagged li[data-state=conflict] button:has-text('Discard')")
         page.wait_for_selector("#scan-flagged li", state="detached")
         assert stored_scans(page, user) == 0
