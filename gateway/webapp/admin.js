@@ -4,8 +4,9 @@
 import { api, problem } from "./session.js";
 import { el } from "./dom.js";
 
-const options = (values, selected, blank) => [...(blank ? [el("option", { value: "", textContent: blank })] : []),
-  ...values.map((v) => el("option", { value: v, textContent: v, selected: v === selected, defaultSelected: v === selected }))];
+const options = (values, selected, blank, label = (v) => v) => [
+  ...(blank ? [el("option", { value: "", textContent: blank })] : []),
+  ...values.map((v) => el("option", { value: v, textContent: label(v), selected: v === selected, defaultSelected: v === selected }))];
 
 export async function mount(root) {
   const refResponse = await api("/auth/reference");
@@ -18,11 +19,7 @@ export async function mount(root) {
   const form = el("form", { id: "user-form", autocomplete: "off" });
   // Each area with its active dispatchers against the most it may have (the server refuses one more).
   const areaLabel = (a) => `${a} · ${(ref.dispatchers_per_area || {})[a] ?? "?"}/${ref.max_dispatchers_per_area}`;
-  const areaSelect = (name, selected) => {
-    const select = el("select", { name }, ...options(ref.areas, selected, "no area"));
-    [...select.options].slice(1).forEach((o) => { o.textContent = areaLabel(o.value); });
-    return select;
-  };
+  const areaSelect = (name, selected) => el("select", { name }, ...options(ref.areas, selected, "no area", areaLabel));
   form.append(
     el("label", {}, "Username ", el("input", { name: "username", required: true, minLength: 3, maxLength: 32,
       pattern: ref.username_pattern.replace(/^\^|\$$/g, ""), autocomplete: "off" })),

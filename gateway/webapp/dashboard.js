@@ -44,6 +44,7 @@ async function* events(body, alive) {
 }
 
 const when = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
+const asOf = (iso) => el("p", { className: "as-of", textContent: iso ? `As of ${when(iso)}` : "" });
 const n = (value) => (value == null ? "–" : Number(value).toLocaleString());
 
 function counters(totals) {
@@ -100,8 +101,7 @@ export async function mount(root, user) {
         + `${n(b.bills.completed)} completed)`], ["Bills today", `${n(b.today.created)} created, ${n(b.today.completed)} completed`]]));
     }
     if (body.down && body.down.length) parts.push(el("p", { className: "stale", textContent: `Not answering: ${body.down.join(", ")}` }));
-    stats.replaceChildren(...parts.filter(Boolean), el("p", { className: "as-of", textContent: body.as_of
-      ? `As of ${when(body.as_of)}` : "" }));
+    stats.replaceChildren(...parts.filter(Boolean), asOf(body.as_of));
   }
 
   async function loadActivity() {
@@ -120,8 +120,7 @@ export async function mount(root, user) {
     if (!response.ok) { trends.replaceChildren(el("p", { className: "error", textContent: await problem(response) })); return; }
     const body = await response.json();
     // Trends are held for minutes (a day's bars move slowly): say as of when, beside the live counters above.
-    trends.replaceChildren(el("p", { className: "as-of", textContent: body.as_of ? `As of ${when(body.as_of)}` : "" }),
-      ...[freshness(body.scanning), freshness(body.billing)].filter(Boolean), ...charts(body));
+    trends.replaceChildren(asOf(body.as_of), ...[freshness(body.scanning), freshness(body.billing)].filter(Boolean), ...charts(body));
   }
 
   const abort = new AbortController();
@@ -190,10 +189,9 @@ export async function mount(root, user) {
     }
   }
 
+  // The counters come with the stream: its first event is a stats snapshot (the body of GET /dashboard/stats), so
+  // they are not fetched beside it. Activity is: a stream opened without Last-Event-ID replays nothing.
   live.textContent = "Connecting…";
-  const first = await api("/dashboard/stats").catch(() => null);
-  if (first && first.ok) renderStats(await first.json());
-  else stats.replaceChildren(el("p", { className: "error", textContent: first ? await problem(first) : "No network" }));
   await loadActivity();
   follow();
   loadTrends();

@@ -154,8 +154,8 @@ export async function mount(root, user) {
     render();
   });
   next.addEventListener("click", () => { state.parent = null; state.lastChild = null; say("Scan the next parent", "ok"); render(); input.focus(); });
-  window.addEventListener("online", () => queue.pump(), { signal: screen.signal });
-  window.addEventListener("offline", render, { signal: screen.signal });
+  window.addEventListener("online", () => queue.pump(), on);
+  window.addEventListener("offline", render, on);
   render();
   input.focus();
   queue.pump();

@@ -5,6 +5,7 @@ import { el } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const W = 300, H = 90, GAP = 2;
+const valueOf = (day, series) => Number(day[series.key]) || 0;
 
 function svg(tag, attrs = {}) {
   const node = document.createElementNS(SVG, tag);
@@ -13,14 +14,14 @@ function svg(tag, attrs = {}) {
 }
 
 function bars(title, days, series) {
-  const max = Math.max(1, ...days.flatMap((d) => series.map((s) => Number(d[s.key]) || 0)));
+  const max = Math.max(1, ...days.flatMap((d) => series.map((s) => valueOf(d, s))));
   const slot = W / Math.max(1, days.length);
   const width = Math.max(1, (slot - GAP) / series.length);
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H + 14}`, role: "img", class: "chart",
     "aria-label": `${title}: ${series.map((s) => s.label).join(", ")} per day` });
   days.forEach((day, i) => {
     series.forEach((s, j) => {
-      const value = Number(day[s.key]) || 0;
+      const value = valueOf(day, s);
       const h = Math.round((value / max) * H);
       const bar = svg("rect", { x: (i * slot + j * width).toFixed(1), y: H - h, width: width.toFixed(1),
         height: Math.max(h, value ? 1 : 0), class: `bar bar-${j}` });
@@ -33,11 +34,11 @@ function bars(title, days, series) {
   if (last && last !== first) chart.append(Object.assign(svg("text", { x: W, y: H + 12, class: "axis", "text-anchor": "end" }),
     { textContent: last.day.slice(5) }));
   const legend = el("p", { className: "legend" }, ...series.map((s, j) => el("span", { className: `key key-${j}`,
-    textContent: `${s.label} (max ${Math.max(0, ...days.map((d) => Number(d[s.key]) || 0)).toLocaleString()})` })));
+    textContent: `${s.label} (max ${Math.max(0, ...days.map((d) => valueOf(d, s))).toLocaleString()})` })));
   const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", textContent: "Day" }),
     ...series.map((s) => el("th", { scope: "col", textContent: s.label })))),
   el("tbody", {}, ...days.map((d) => el("tr", {}, el("th", { scope: "row", textContent: d.day }),
-    ...series.map((s) => el("td", { textContent: (Number(d[s.key]) || 0).toLocaleString() }))))));
+    ...series.map((s) => el("td", { textContent: valueOf(d, s).toLocaleString() }))))));
   return el("figure", { className: "trend" }, el("figcaption", { textContent: title }), chart, legend,
     el("details", {}, el("summary", { textContent: "Numbers" }), table));
 }
